@@ -1,0 +1,3 @@
+module github.com/clawgate/clawgate
+
+go 1.26
