@@ -1,0 +1,453 @@
+package protocol
+
+import (
+	"embed"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+//go:embed schema/gateway.schema.json
+var schemaFS embed.FS
+
+// Schema is the subset of JSON Schema (draft-07) that clawgate's embedded
+// contract uses: types, properties, required, additionalProperties,
+// patternProperties, items, enum, const, string and array lengths, numeric
+// bounds, patterns, anyOf and local $ref.
+type Schema struct {
+	Ref                  string             `json:"$ref"`
+	Type                 typeList           `json:"type"`
+	Properties           map[string]*Schema `json:"properties"`
+	Required             []string           `json:"required"`
+	AdditionalProperties *boolOrSchema      `json:"additionalProperties"`
+	PatternProperties    map[string]*Schema `json:"patternProperties"`
+	Items                *Schema            `json:"items"`
+	Enum                 []string           `json:"enum"`
+	Const                *string            `json:"const"`
+	MinLength            *int               `json:"minLength"`
+	MaxLength            *int               `json:"maxLength"`
+	Minimum              *float64           `json:"minimum"`
+	Maximum              *float64           `json:"maximum"`
+	MinItems             *int               `json:"minItems"`
+	MaxItems             *int               `json:"maxItems"`
+	Pattern              string             `json:"pattern"`
+	AnyOf                []*Schema          `json:"anyOf"`
+	Definitions          map[string]*Schema `json:"definitions"`
+	Description          string             `json:"description"`
+	Methods              map[string]string  `json:"x-methods"`
+
+	pattern  *regexp.Regexp
+	patterns []compiledPattern
+}
+
+type compiledPattern struct {
+	re     *regexp.Regexp
+	schema *Schema
+}
+
+type typeList []string
+
+func (t *typeList) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '[' {
+		var l []string
+		if err := json.Unmarshal(b, &l); err != nil {
+			return err
+		}
+		*t = l
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*t = []string{s}
+	return nil
+}
+
+type boolOrSchema struct {
+	allowed bool
+	schema  *Schema
+}
+
+func (b *boolOrSchema) UnmarshalJSON(data []byte) error {
+	switch string(data) {
+	case "true":
+		b.allowed = true
+		return nil
+	case "false":
+		return nil
+	}
+	b.allowed = true
+	b.schema = new(Schema)
+	return json.Unmarshal(data, b.schema)
+}
+
+// ValidationError is the first violation found, phrased like Ajv so that
+// messages match the real gateway's ("at /client/id: must be equal to one
+// of the allowed values").
+type ValidationError struct {
+	Path    string // JSON pointer of the offending value, "" for the root
+	Message string
+}
+
+// Error formats the violation the way OpenClaw's formatValidationErrors
+// does: "at /client/id: must be ...", "at root: unexpected property 'x'",
+// "must have required property 'client'".
+func (e *ValidationError) Error() string {
+	if e.Path == "" {
+		return e.Message
+	}
+	return "at " + e.Path + ": " + e.Message
+}
+
+func unexpectedProperty(path, key string) *ValidationError {
+	where := "root"
+	if path != "" {
+		where = path
+	}
+	// The message carries its own location; Path stays empty so Error()
+	// does not prefix it twice.
+	return &ValidationError{Message: "at " + where + ": unexpected property '" + key + "'"}
+}
+
+// Contract is the embedded schema: frame and method params definitions.
+type Contract struct {
+	root *Schema
+}
+
+// LoadContract parses and compiles the embedded schema.
+func LoadContract() (*Contract, error) {
+	data, err := schemaFS.ReadFile("schema/gateway.schema.json")
+	if err != nil {
+		return nil, fmt.Errorf("protocol: read schema: %w", err)
+	}
+	root := new(Schema)
+	if err := json.Unmarshal(data, root); err != nil {
+		return nil, fmt.Errorf("protocol: parse schema: %w", err)
+	}
+	c := &Contract{root: root}
+	for name, s := range root.Definitions {
+		if err := c.compile(s); err != nil {
+			return nil, fmt.Errorf("protocol: compile %s: %w", name, err)
+		}
+	}
+	for m, ref := range root.Methods {
+		if c.resolve(ref) == nil {
+			return nil, fmt.Errorf("protocol: method %s: unknown ref %s", m, ref)
+		}
+	}
+	return c, nil
+}
+
+// SchemaJSON returns the embedded schema document.
+func SchemaJSON() []byte {
+	data, _ := schemaFS.ReadFile("schema/gateway.schema.json")
+	return data
+}
+
+func (c *Contract) compile(s *Schema) error {
+	if s == nil {
+		return nil
+	}
+	if s.Ref != "" && c.resolve(s.Ref) == nil {
+		return fmt.Errorf("unknown ref %s", s.Ref)
+	}
+	if s.Pattern != "" {
+		re, err := regexp.Compile(s.Pattern)
+		if err != nil {
+			return err
+		}
+		s.pattern = re
+	}
+	keys := make([]string, 0, len(s.PatternProperties))
+	for k := range s.PatternProperties {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		re, err := regexp.Compile(k)
+		if err != nil {
+			return err
+		}
+		s.patterns = append(s.patterns, compiledPattern{re, s.PatternProperties[k]})
+	}
+	children := []*Schema{s.Items}
+	for _, p := range s.Properties {
+		children = append(children, p)
+	}
+	for _, p := range s.PatternProperties {
+		children = append(children, p)
+	}
+	children = append(children, s.AnyOf...)
+	if s.AdditionalProperties != nil {
+		children = append(children, s.AdditionalProperties.schema)
+	}
+	for _, ch := range children {
+		if err := c.compile(ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Contract) resolve(ref string) *Schema {
+	name, ok := strings.CutPrefix(ref, "#/definitions/")
+	if !ok {
+		return nil
+	}
+	return c.root.Definitions[name]
+}
+
+// Definition returns a named definition, or nil.
+func (c *Contract) Definition(name string) *Schema { return c.root.Definitions[name] }
+
+// HasParams reports whether the contract declares params for method.
+func (c *Contract) HasParams(method string) bool {
+	_, ok := c.root.Methods[method]
+	return ok
+}
+
+// Validate checks a parsed document (from ParseStrict) against the named
+// definition.
+func (c *Contract) Validate(def string, v any) error {
+	s := c.root.Definitions[def]
+	if s == nil {
+		return fmt.Errorf("protocol: no definition %q", def)
+	}
+	return c.validate(s, v, "")
+}
+
+// ValidateParams checks a method's params (nil when absent) against its
+// declared params definition. Methods without a declaration accept nothing
+// but an absent params or an empty object.
+func (c *Contract) ValidateParams(method string, v any) error {
+	ref, ok := c.root.Methods[method]
+	if !ok {
+		if v == nil {
+			return nil
+		}
+		m, isObj := v.(map[string]any)
+		if !isObj {
+			return &ValidationError{Message: "must be object"}
+		}
+		for k := range m {
+			return unexpectedProperty("", k)
+		}
+		return nil
+	}
+	if v == nil {
+		v = map[string]any{}
+	}
+	return c.validate(c.resolve(ref), v, "")
+}
+
+func (c *Contract) validate(s *Schema, v any, path string) error {
+	if s.Ref != "" {
+		return c.validate(c.resolve(s.Ref), v, path)
+	}
+	if len(s.AnyOf) > 0 {
+		var first error
+		for _, alt := range s.AnyOf {
+			err := c.validate(alt, v, path)
+			if err == nil {
+				first = nil
+				break
+			}
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return &ValidationError{path, "must match a schema in anyOf"}
+		}
+	}
+	if len(s.Type) > 0 && !typeMatches(s.Type, v) {
+		return &ValidationError{path, "must be " + strings.Join(s.Type, ",")}
+	}
+	switch x := v.(type) {
+	case string:
+		return s.validateString(x, path)
+	case json.Number:
+		return s.validateNumber(x, path)
+	case []any:
+		return c.validateArray(s, x, path)
+	case map[string]any:
+		return c.validateObject(s, x, path)
+	}
+	if s.Const != nil || len(s.Enum) > 0 {
+		return &ValidationError{path, "must be equal to one of the allowed values"}
+	}
+	return nil
+}
+
+func typeMatches(types []string, v any) bool {
+	for _, t := range types {
+		switch t {
+		case "string":
+			if _, ok := v.(string); ok {
+				return true
+			}
+		case "boolean":
+			if _, ok := v.(bool); ok {
+				return true
+			}
+		case "null":
+			if v == nil {
+				return true
+			}
+		case "object":
+			if _, ok := v.(map[string]any); ok {
+				return true
+			}
+		case "array":
+			if _, ok := v.([]any); ok {
+				return true
+			}
+		case "number":
+			if n, ok := v.(json.Number); ok {
+				if _, err := strconv.ParseFloat(string(n), 64); err == nil {
+					return true
+				}
+			}
+		case "integer":
+			if n, ok := v.(json.Number); ok && isInteger(n) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// maxSafeInteger is the largest integer a JavaScript peer can hold exactly.
+const maxSafeInteger = 1<<53 - 1
+
+func isInteger(n json.Number) bool {
+	if _, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+		return true
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return false
+	}
+	return f == math.Trunc(f) && math.Abs(f) <= maxSafeInteger
+}
+
+func (s *Schema) validateString(x, path string) error {
+	if s.Const != nil && x != *s.Const {
+		return &ValidationError{path, "must be equal to constant"}
+	}
+	if len(s.Enum) > 0 {
+		found := false
+		for _, e := range s.Enum {
+			if e == x {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return &ValidationError{path, "must be equal to one of the allowed values"}
+		}
+	}
+	n := utf8.RuneCountInString(x)
+	if s.MinLength != nil && n < *s.MinLength {
+		return &ValidationError{path, fmt.Sprintf("must NOT have fewer than %d characters", *s.MinLength)}
+	}
+	if s.MaxLength != nil && n > *s.MaxLength {
+		return &ValidationError{path, fmt.Sprintf("must NOT have more than %d characters", *s.MaxLength)}
+	}
+	if s.pattern != nil && !s.pattern.MatchString(x) {
+		return &ValidationError{path, fmt.Sprintf("must match pattern %q", s.Pattern)}
+	}
+	return nil
+}
+
+func (s *Schema) validateNumber(x json.Number, path string) error {
+	f, err := strconv.ParseFloat(string(x), 64)
+	if err != nil {
+		return &ValidationError{path, "must be number"}
+	}
+	if s.Minimum != nil && f < *s.Minimum {
+		return &ValidationError{path, fmt.Sprintf("must be >= %v", *s.Minimum)}
+	}
+	if s.Maximum != nil && f > *s.Maximum {
+		return &ValidationError{path, fmt.Sprintf("must be <= %v", *s.Maximum)}
+	}
+	if len(s.Enum) > 0 || s.Const != nil {
+		return &ValidationError{path, "must be equal to one of the allowed values"}
+	}
+	return nil
+}
+
+func (c *Contract) validateArray(s *Schema, x []any, path string) error {
+	if s.MinItems != nil && len(x) < *s.MinItems {
+		return &ValidationError{path, fmt.Sprintf("must NOT have fewer than %d items", *s.MinItems)}
+	}
+	if s.MaxItems != nil && len(x) > *s.MaxItems {
+		return &ValidationError{path, fmt.Sprintf("must NOT have more than %d items", *s.MaxItems)}
+	}
+	if s.Items == nil {
+		return nil
+	}
+	for i, el := range x {
+		if err := c.validate(s.Items, el, path+"/"+strconv.Itoa(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Contract) validateObject(s *Schema, x map[string]any, path string) error {
+	for _, r := range s.Required {
+		if _, ok := x[r]; !ok {
+			return &ValidationError{path, fmt.Sprintf("must have required property '%s'", r)}
+		}
+	}
+	keys := make([]string, 0, len(x))
+	for k := range x {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // deterministic first error
+	for _, k := range keys {
+		child := path + "/" + escapePointer(k)
+		if ps, ok := s.Properties[k]; ok {
+			if err := c.validate(ps, x[k], child); err != nil {
+				return err
+			}
+			continue
+		}
+		matched := false
+		for _, p := range s.patterns {
+			if p.re.MatchString(k) {
+				matched = true
+				if err := c.validate(p.schema, x[k], child); err != nil {
+					return err
+				}
+			}
+		}
+		if matched {
+			continue
+		}
+		ap := s.AdditionalProperties
+		switch {
+		case ap == nil:
+			// JSON Schema: additional members are allowed unless forbidden.
+		case !ap.allowed:
+			return unexpectedProperty(path, k)
+		case ap.schema != nil:
+			if err := c.validate(ap.schema, x[k], child); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func escapePointer(k string) string {
+	k = strings.ReplaceAll(k, "~", "~0")
+	return strings.ReplaceAll(k, "/", "~1")
+}
