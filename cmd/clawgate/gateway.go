@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/config"
+	"github.com/clawgate/clawgate/gateway"
+)
+
+type gatewayFlags struct {
+	port      int
+	bind      string
+	token     string
+	verbose   bool
+	stateDir  string
+	config    string
+	logFormat string
+}
+
+func runGateway(ctx context.Context, args []string, e env) error {
+	start := time.Now()
+	var f gatewayFlags
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.IntVar(&f.port, "port", 0, "port to listen on (default 18789)")
+	fs.StringVar(&f.bind, "bind", "", `address to bind: "loopback" (default) or a loopback IP`)
+	fs.StringVar(&f.token, "token", "", "shared gateway token (default: $CLAWGATE_GATEWAY_TOKEN, $OPENCLAW_GATEWAY_TOKEN, or the state dir's generated token)")
+	fs.BoolVar(&f.verbose, "verbose", false, "log debug detail")
+	fs.StringVar(&f.stateDir, "state-dir", "", "state directory (default $CLAWGATE_STATE_DIR, $XDG_STATE_HOME/clawgate or ~/.clawgate)")
+	fs.StringVar(&f.config, "config", "", "config file (default <state-dir>/clawgate.json)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return exitError{err: err, silent: true}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("gateway: unexpected argument %q", fs.Arg(0))
+	}
+	log, err := newLogger(e, f.logFormat, f.verbose)
+	if err != nil {
+		return err
+	}
+	p, err := resolvePaths(f.stateDir, e)
+	if err != nil {
+		return err
+	}
+	if err := config.EnsureDir(p.stateDir); err != nil {
+		return err
+	}
+	cfgPath := f.config
+	if cfgPath == "" {
+		cfgPath = p.configFile()
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	addr, err := listenAddr(f, cfg.Gateway)
+	if err != nil {
+		return err
+	}
+	secret, err := loadSharedToken(f.token, e, p, cfg.Gateway, log)
+	if err != nil {
+		return err
+	}
+	srv, err := gateway.New(gateway.Options{
+		Version: version, Token: secret, Logger: log,
+		AllowedHosts: cfg.Gateway.AllowedHosts, AllowedOrigins: cfg.Gateway.AllowedOrigins,
+		StateDir: p.stateDir, ConfigPath: cfgPath,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("gateway: %s is already in use (another clawgate or OpenClaw gateway running?)", addr)
+		}
+		return fmt.Errorf("gateway: listen: %w", err)
+	}
+	log.Info("gateway listening", "addr", ln.Addr().String(), "stateDir", p.stateDir,
+		"version", version, "startupMs", time.Since(start).Milliseconds())
+	err = srv.Serve(ctx, gateway.Listener{Listener: ln, Path: authn.PathLoopback})
+	log.Info("gateway stopped")
+	return err
+}
+
+func newLogger(e env, format string, verbose bool) (*slog.Logger, error) {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(e.stdout, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stdout, opts)), nil
+	}
+	return nil, fmt.Errorf("gateway: --log-format must be text or json, not %q", format)
+}
+
+// listenAddr resolves --bind/--port against the config. Only loopback
+// binds are served in plaintext.
+func listenAddr(f gatewayFlags, g config.Gateway) (netip.AddrPort, error) {
+	port := config.DefaultPort
+	if g.Port != 0 {
+		port = g.Port
+	}
+	if f.port != 0 {
+		port = f.port
+	}
+	if port < 0 || port > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("gateway: --port %d is out of range", port)
+	}
+	bind := g.Bind
+	if f.bind != "" {
+		bind = f.bind
+	}
+	var ip netip.Addr
+	switch bind {
+	case "", "loopback", "localhost":
+		ip = netip.MustParseAddr("127.0.0.1")
+	default:
+		a, err := netip.ParseAddr(bind)
+		if err != nil {
+			return netip.AddrPort{}, fmt.Errorf("gateway: --bind %q is not \"loopback\" or an IP address", bind)
+		}
+		ip = a
+	}
+	if !ip.Unmap().IsLoopback() {
+		return netip.AddrPort{}, fmt.Errorf("gateway: refusing to bind %s: a plaintext listener beyond loopback would expose the gateway; "+
+			"use the tailnet, an SSH tunnel (ssh -N -L %d:127.0.0.1:%d host), or TLS", bind, port, port)
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), nil
+}
+
+// loadSharedToken picks the token from the flag, the environment, or the
+// state directory (generating one on first start). It never logs the
+// token.
+func loadSharedToken(flagToken string, e env, p paths, g config.Gateway, log *slog.Logger) (authn.SharedSecret, error) {
+	tok, source := flagToken, "--token"
+	if tok == "" {
+		tok, source = envToken(e), "environment"
+	}
+	if tok == "" {
+		file := p.tokenFile()
+		if g.TokenFile != "" {
+			file = g.TokenFile
+		}
+		var created bool
+		var err error
+		tok, created, err = config.LoadOrCreateSecret(file, authn.GenerateToken)
+		if err != nil {
+			return authn.SharedSecret{}, err
+		}
+		source = file
+		if created {
+			log.Info("generated a new gateway token; print it with: clawgate token", "file", file)
+		}
+	}
+	if err := authn.CheckTokenStrength(tok); err != nil {
+		log.Warn("weak gateway token; use at least "+strconv.Itoa(authn.MinTokenLen)+" random characters", "source", source)
+	}
+	return authn.NewSharedSecret(tok)
+}

@@ -1,0 +1,26 @@
+// Command clawgate runs a security-hardened OpenClaw-compatible gateway and
+// talks to it: `clawgate gateway` serves, `clawgate call` invokes a method,
+// `clawgate token` prints the shared token.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
+	stop()
+	if err != nil {
+		var ee exitError
+		if !errors.As(err, &ee) || !ee.silent {
+			fmt.Fprintln(os.Stderr, "clawgate:", err)
+		}
+		os.Exit(1)
+	}
+}

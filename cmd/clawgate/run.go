@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/clawgate/clawgate/config"
+)
+
+// version is stamped at release build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// env is the process environment a command sees; tests substitute it.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+// exitError carries a non-zero exit whose message was already printed.
+type exitError struct {
+	err    error
+	silent bool
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
+const usage = `usage: clawgate <command> [flags]
+
+commands:
+  gateway   run the gateway in the foreground
+  call      call a gateway method and print the result
+  token     print the shared gateway token
+  version   print the version
+
+Run "clawgate <command> -h" for a command's flags.
+`
+
+func run(ctx context.Context, args []string, e env) error {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, usage)
+		return exitError{err: fmt.Errorf("no command"), silent: true}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "gateway":
+		return runGateway(ctx, rest, e)
+	case "call":
+		return runCall(ctx, rest, e)
+	case "token":
+		return runToken(rest, e)
+	case "version", "--version", "-v":
+		fmt.Fprintln(e.stdout, "clawgate", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(e.stdout, usage)
+		return nil
+	}
+	fmt.Fprint(e.stderr, usage)
+	return exitError{err: fmt.Errorf("unknown command %q", cmd), silent: false}
+}
+
+// paths are the files of one state directory.
+type paths struct {
+	stateDir string
+}
+
+func (p paths) configFile() string { return filepath.Join(p.stateDir, config.FileName) }
+func (p paths) tokenFile() string  { return filepath.Join(p.stateDir, "gateway.token") }
+func (p paths) cliIdentity() string {
+	return filepath.Join(p.stateDir, "identity", "cli.json")
+}
+
+func resolvePaths(flagDir string, e env) (paths, error) {
+	if flagDir != "" {
+		abs, err := filepath.Abs(flagDir)
+		return paths{stateDir: abs}, err
+	}
+	d, err := config.StateDir(e.getenv)
+	return paths{stateDir: d}, err
+}
+
+// envToken returns the shared token from the environment, if any.
+func envToken(e env) string {
+	for _, k := range []string{"CLAWGATE_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_TOKEN"} {
+		if v := strings.TrimSpace(e.getenv(k)); v != "" {
+			return v
+		}
+	}
+	return ""
+}

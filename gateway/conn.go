@@ -1,0 +1,244 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/protocol"
+)
+
+// writeTimeout bounds one frame write; a peer that cannot take a frame in
+// this time is gone or hostile.
+const writeTimeout = 10 * time.Second
+
+// Conn is one WebSocket client connection.
+type Conn struct {
+	srv         *Server
+	ws          *websocket.Conn
+	id          string
+	arrival     Arrival
+	nonce       string
+	challengeTs int64
+	log         *slog.Logger
+
+	sess atomic.Pointer[Session] // set once the handshake succeeds
+
+	mu          sync.Mutex
+	queue       [][]byte
+	queued      int
+	seq         uint64
+	closing     bool
+	closeCode   int
+	closeReason string
+	wake        chan struct{}
+
+	writerDone chan struct{}
+	readerDone chan struct{}
+	ctx        context.Context // canceled when the connection ends
+	cancel     context.CancelFunc
+
+	unauthorizedStreak int // touched only by the reader goroutine
+	inflight           chan struct{}
+}
+
+// Arrival is what the listener knew about a connection at accept time. It
+// travels with the connection into auth; nothing later re-derives it from
+// addresses or headers.
+type Arrival struct {
+	Path      authn.Path
+	Remote    netip.AddrPort
+	Origin    string
+	Host      string
+	Forwarded bool // proxy headers were present on the upgrade request
+	UserAgent string
+}
+
+// Session is what a successful connect established.
+type Session struct {
+	Protocol    int
+	Role        string
+	Scopes      []string
+	Client      protocol.ClientInfo
+	Caps        []string
+	DeviceID    string
+	AuthMethod  string
+	PresenceKey string
+	ConnectedAt time.Time
+}
+
+// ID returns the connection id (a UUID, also sent as server.connId).
+func (c *Conn) ID() string { return c.id }
+
+// Session returns the connection's session, or nil before the handshake.
+func (c *Conn) Session() *Session { return c.sess.Load() }
+
+// Context is canceled when the connection closes.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// enqueue appends one encoded frame to the outbound queue. It never blocks:
+// a queue that would exceed maxBufferedBytes closes the connection with
+// 1008 "slow consumer" and drops what was queued.
+func (c *Conn) enqueue(frame []byte) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	if c.queued+len(frame) > c.srv.opts.MaxBufferedBytes {
+		c.mu.Unlock()
+		c.srv.metrics.slowConsumers.Add(1)
+		c.log.Warn("closing slow consumer", "queuedBytes", c.queued)
+		c.abort(protocol.ClosePolicy, "slow consumer")
+		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.queued += len(frame)
+	c.mu.Unlock()
+	c.signal()
+	return true
+}
+
+// enqueueEvent stamps a broadcast event with this connection's next seq and
+// queues it. payload is already encoded.
+func (c *Conn) enqueueEvent(name string, payload json.RawMessage, sv *protocol.StateVersion) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	c.seq++
+	seq := c.seq
+	c.mu.Unlock()
+	return c.enqueue(encodeEvent(name, payload, &seq, sv))
+}
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send encodes v and queues it.
+func (c *Conn) send(v any) bool {
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.log.Error("encode frame", "err", err)
+		return false
+	}
+	return c.enqueue(b)
+}
+
+// closeAfterFlush asks the writer to send everything queued, then the close
+// frame.
+func (c *Conn) closeAfterFlush(code int, reason string) {
+	c.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.closeCode, c.closeReason = code, truncateReason(reason)
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+// abort drops the queue and closes with code at once; used for slow
+// consumers and revoked devices.
+func (c *Conn) abort(code int, reason string) {
+	c.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.closeCode, c.closeReason = code, truncateReason(reason)
+	}
+	c.queue, c.queued = nil, 0
+	c.mu.Unlock()
+	// Unblock a writer stuck on a full socket buffer.
+	_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(time.Second))
+	c.signal()
+}
+
+// writeLoop is the connection's only writer.
+func (c *Conn) writeLoop() {
+	defer close(c.writerDone)
+	for {
+		select {
+		case <-c.wake:
+		case <-c.ctx.Done():
+			c.finishClose()
+			return
+		}
+		c.mu.Lock()
+		batch := c.queue
+		c.queue, c.queued = nil, 0
+		closing, code, reason := c.closing, c.closeCode, c.closeReason
+		c.mu.Unlock()
+		for _, frame := range batch {
+			_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+				c.cancel()
+				_ = c.ws.NetConn().Close()
+				return
+			}
+		}
+		if closing {
+			c.writeClose(code, reason)
+			return
+		}
+	}
+}
+
+// finishClose runs when the connection ended without an explicit close
+// request (the reader saw an error); it just releases the socket.
+func (c *Conn) finishClose() {
+	c.mu.Lock()
+	closing, code, reason := c.closing, c.closeCode, c.closeReason
+	c.mu.Unlock()
+	if closing {
+		c.writeClose(code, reason)
+		return
+	}
+	_ = c.ws.NetConn().Close()
+}
+
+// writeClose sends the close frame and gives the peer a moment to answer
+// before the socket is torn down.
+func (c *Conn) writeClose(code int, reason string) {
+	deadline := time.Now().Add(time.Second)
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline)
+	// The reader sees the peer's answering close frame and returns; the
+	// read deadline bounds that wait for peers that never answer.
+	_ = c.ws.NetConn().SetReadDeadline(deadline)
+	<-c.readerDone
+	_ = c.ws.NetConn().Close()
+}
+
+// truncateReason keeps a close reason within the 123 bytes RFC 6455 allows,
+// cutting on a rune boundary.
+func truncateReason(s string) string {
+	const max = 123
+	if len(s) <= max {
+		return s
+	}
+	s = s[:max]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func encodeEvent(name string, payload json.RawMessage, seq *uint64, sv *protocol.StateVersion) []byte {
+	ev := protocol.Event{Type: protocol.TypeEvent, Event: name, Seq: seq, StateVersion: sv}
+	if len(payload) > 0 {
+		ev.Payload = payload
+	}
+	b, _ := json.Marshal(ev)
+	return b
+}

@@ -1,0 +1,289 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+
+	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/protocol"
+)
+
+// devicelessScopes caps what a shared-token connection without a device
+// identity may hold: enough for the CLI's read and send calls, never admin,
+// pairing or approvals (attack A12).
+var devicelessScopes = []string{protocol.ScopeRead, protocol.ScopeWrite}
+
+// browserClients must come from an allowed browser Origin.
+var browserClients = map[string]bool{"webchat-ui": true, "openclaw-control-ui": true, "webchat": true}
+
+// connectAttempt carries one connect request through the pipeline.
+type connectAttempt struct {
+	reqID    string
+	params   protocol.ConnectParams
+	role     string
+	protocol int
+	device   *authn.VerifiedDevice
+	method   string // how the connection authenticated: token, device-token
+	scopes   []string
+	token    string // freshly minted device token for hello-ok, if any
+	issuedAt int64
+}
+
+// handshake reads the first frame and runs the connect pipeline, in the
+// real gateway's order. It returns false when the connection must end; the
+// error response and close have been queued by then.
+func (c *Conn) handshake() bool {
+	data, ok := c.readFrame()
+	if !ok {
+		return false
+	}
+	a, ok := c.parseConnect(data)
+	if !ok {
+		return false
+	}
+	steps := []func(*connectAttempt) *protocol.Error{
+		c.negotiateProtocol,
+		c.checkRole,
+		c.checkBrowserClient,
+		c.authenticate,
+	}
+	for _, step := range steps {
+		if perr := step(a); perr != nil {
+			c.fail(a.reqID, perr)
+			return false
+		}
+	}
+	c.accept(a)
+	return true
+}
+
+// fail answers the connect request with perr and closes the socket with the
+// error's close code (1008 unless the step chose another).
+func (c *Conn) fail(reqID string, perr *protocol.Error) {
+	c.srv.metrics.handshakesFailed.Add(1)
+	c.send(protocol.ErrResponse(reqID, perr))
+	code := perr.Close
+	if code == 0 {
+		code = protocol.ClosePolicy
+	}
+	reason := perr.CloseReason
+	if reason == "" {
+		reason = perr.Message
+	}
+	c.closeAfterFlush(code, reason)
+}
+
+// parseConnect applies the frame rules of the first message: JSON, a valid
+// request frame, method connect, valid params.
+func (c *Conn) parseConnect(data []byte) (*connectAttempt, bool) {
+	v, err := protocol.ParseStrict(data)
+	if err != nil {
+		if errors.Is(err, protocol.ErrNotJSON) {
+			// Like the real gateway: not JSON at all ends with a plain 1000.
+			c.closeAfterFlush(protocol.CloseNormal, "")
+		} else {
+			c.closeAfterFlush(protocol.ClosePolicy, "invalid request frame: "+err.Error())
+		}
+		c.srv.metrics.handshakesFailed.Add(1)
+		return nil, false
+	}
+	if c.srv.contract.Validate("RequestFrame", v) != nil {
+		c.srv.metrics.handshakesFailed.Add(1)
+		c.closeAfterFlush(protocol.ClosePolicy, "invalid request frame")
+		return nil, false
+	}
+	obj := v.(map[string]any)
+	id := obj["id"].(string)
+	if obj["method"] != "connect" {
+		c.fail(id, protocol.InvalidRequest("invalid handshake: first request must be connect"))
+		return nil, false
+	}
+	params := obj["params"]
+	if err := c.srv.contract.Validate("ConnectParams", params); err != nil {
+		c.fail(id, protocol.InvalidRequest("invalid connect params: "+err.Error()))
+		return nil, false
+	}
+	var req struct {
+		Params protocol.ConnectParams `json:"params"`
+	}
+	if err := json.Unmarshal(data, &req); err != nil {
+		c.fail(id, protocol.InvalidRequest("invalid connect params: "+err.Error()))
+		return nil, false
+	}
+	a := &connectAttempt{reqID: id, params: req.Params, role: req.Params.ResolvedRole()}
+	if err := authn.ValidateClaims(a.claims()); err != nil {
+		c.fail(id, protocol.InvalidRequest("invalid connect params: "+err.Error()))
+		return nil, false
+	}
+	return a, true
+}
+
+func (a *connectAttempt) claims() authn.SignedClaims {
+	p := &a.params
+	var tok, devTok, boot string
+	if p.Auth != nil {
+		tok, devTok, boot = p.Auth.Token, p.Auth.DeviceToken, p.Auth.BootstrapToken
+	}
+	return authn.SignedClaims{
+		ClientID:     p.Client.ID,
+		ClientMode:   p.Client.Mode,
+		Role:         a.role,
+		Scopes:       p.Scopes,
+		Token:        authn.PickToken(tok, devTok, boot),
+		Platform:     p.Client.Platform,
+		DeviceFamily: p.Client.DeviceFamily,
+	}
+}
+
+// negotiateProtocol: operators and UIs must include the current version;
+// nodes and probes may speak one version back.
+func (c *Conn) negotiateProtocol(a *connectAttempt) *protocol.Error {
+	p := &a.params
+	lowest := protocol.MinClientVersion
+	if a.role == protocol.RoleNode && p.Client.Mode == protocol.ModeNode || p.Client.Mode == protocol.ModeProbe {
+		lowest = protocol.MinNodeVersion
+	}
+	if p.MinProtocol > p.MaxProtocol || p.MaxProtocol < lowest || p.MinProtocol > protocol.Version {
+		return &protocol.Error{
+			Code: protocol.ErrInvalidRequest, Message: "protocol mismatch",
+			Details: map[string]any{
+				"code":                 protocol.DetailProtocolMismatch,
+				"clientMinProtocol":    p.MinProtocol,
+				"clientMaxProtocol":    p.MaxProtocol,
+				"expectedProtocol":     protocol.Version,
+				"minimumProbeProtocol": protocol.MinProbeVersion,
+			},
+			Close: protocol.CloseProtocolError, CloseReason: "protocol mismatch",
+		}
+	}
+	a.protocol = min(p.MaxProtocol, protocol.Version)
+	return nil
+}
+
+func (c *Conn) checkRole(a *connectAttempt) *protocol.Error {
+	if !authn.ValidRole(a.role) {
+		return protocol.InvalidRequest("invalid role")
+	}
+	return nil
+}
+
+// checkBrowserClient: browser clients must arrive with an Origin (which the
+// upgrade already matched against the allowlist).
+func (c *Conn) checkBrowserClient(a *connectAttempt) *protocol.Error {
+	if browserClients[a.params.Client.ID] || a.params.Client.Mode == protocol.ModeWebchat {
+		if o := c.arrival.Origin; o == "" || o == "null" {
+			return protocol.NewError(protocol.ErrInvalidRequest, "origin not allowed", protocol.DetailOriginNotAllowed)
+		}
+	}
+	return nil
+}
+
+// authenticate checks the shared token and the device proof.
+func (c *Conn) authenticate(a *connectAttempt) *protocol.Error {
+	p := &a.params
+	token := ""
+	if p.Auth != nil {
+		token = p.Auth.Token
+	}
+	sharedOK := token != "" && c.srv.opts.Token.Equal(token)
+	if p.Device == nil {
+		if !sharedOK {
+			return c.unauthorized(a, token)
+		}
+		if a.role == protocol.RoleNode {
+			return protocol.NewError(protocol.ErrNotPaired, "device identity required", protocol.DetailDeviceIdentityRequired)
+		}
+		a.method = "token"
+		a.scopes = filterScopes(p.Scopes, devicelessScopes)
+		return nil
+	}
+	d := p.Device
+	vd, err := authn.VerifyDevice(authn.DeviceProof{
+		ID: d.ID, PublicKey: d.PublicKey, Signature: d.Signature, SignedAt: d.SignedAt, Nonce: d.Nonce,
+	}, a.claims(), c.nonce, c.srv.opts.Now())
+	if err != nil {
+		var de *authn.DeviceAuthError
+		if !errors.As(err, &de) {
+			return protocol.InvalidRequest("device auth invalid")
+		}
+		c.srv.metrics.authFailures.Add(1)
+		c.log.Info("device proof refused", "reason", de.Reason)
+		return &protocol.Error{Code: protocol.ErrInvalidRequest, Message: de.Message,
+			Details: map[string]any{"code": de.Code, "reason": de.Reason}}
+	}
+	a.device = &vd
+	if !sharedOK {
+		return c.unauthorized(a, token)
+	}
+	a.method = "token"
+	a.scopes = slices.Clone(p.Scopes)
+	if a.scopes == nil {
+		a.scopes = []string{}
+	}
+	return nil
+}
+
+// unauthorized builds the real gateway's answer to a failed shared-secret
+// check and counts it.
+func (c *Conn) unauthorized(a *connectAttempt, token string) *protocol.Error {
+	hint := "provide gateway auth token"
+	if a.params.Client.Mode == protocol.ModeCLI || a.params.Client.ID == "cli" {
+		hint = "use this gateway's gateway.auth.token or pair the device"
+	}
+	reason, code, msg := "token_mismatch", protocol.DetailAuthTokenMismatch, "unauthorized: gateway token mismatch ("+hint+")"
+	if token == "" {
+		reason, code, msg = "token_missing", protocol.DetailAuthTokenMissing, "unauthorized: gateway token missing ("+hint+")"
+	} else {
+		c.srv.metrics.authFailures.Add(1)
+	}
+	canRetry := a.params.Device != nil && token != ""
+	next := protocol.NextUpdateAuthCredentials
+	if canRetry {
+		next = protocol.NextRetryWithDeviceToken
+	}
+	c.log.Info("connect unauthorized", "reason", reason, "client", a.params.Client.ID)
+	return &protocol.Error{Code: protocol.ErrInvalidRequest, Message: msg, Details: map[string]any{
+		"code": code, "authReason": reason, "canRetryWithDeviceToken": canRetry, "recommendedNextStep": next,
+	}}
+}
+
+func filterScopes(requested, allowed []string) []string {
+	out := make([]string, 0, len(requested))
+	for _, s := range requested {
+		if slices.Contains(allowed, s) && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// accept records the session, registers presence and sends hello-ok.
+func (c *Conn) accept(a *connectAttempt) {
+	p := &a.params
+	sess := &Session{
+		Protocol:    a.protocol,
+		Role:        a.role,
+		Scopes:      a.scopes,
+		Client:      p.Client,
+		Caps:        p.Caps,
+		AuthMethod:  a.method,
+		ConnectedAt: c.srv.opts.Now(),
+	}
+	if a.device != nil {
+		sess.DeviceID = a.device.ID
+	}
+	c.sess.Store(sess)
+	c.srv.metrics.handshakesOK.Add(1)
+	hello := c.srv.hello(c, sess, a)
+	c.send(protocol.OKResponse(a.reqID, hello))
+	c.log.Info("connected", "client", p.Client.ID, "mode", p.Client.Mode, "role", a.role,
+		"auth", a.method, "device", shortID(sess.DeviceID))
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

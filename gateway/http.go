@@ -1,0 +1,194 @@
+package gateway
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/protocol"
+)
+
+// SecretChecker compares a presented shared secret with the configured one
+// in constant time.
+type SecretChecker interface {
+	Equal(candidate string) bool
+}
+
+// forwardHeaders mark a request that passed through a proxy. Their presence
+// makes a loopback connection non-local; their values are never trusted.
+
+func (s *Server) handler(kind authn.Path) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.serveHealthz)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.serveRoot(w, r, kind) })
+	return securityHeaders(mux)
+}
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_, _ = w.Write([]byte(`{"ok":true,"status":"live"}`))
+}
+
+func (s *Server) serveRoot(w http.ResponseWriter, r *http.Request, kind authn.Path) {
+	if !isUpgrade(r) {
+		http.NotFound(w, r)
+		return
+	}
+	s.serveUpgrade(w, r, kind)
+}
+
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// serveUpgrade checks Host, Origin and the connection budgets before
+// answering 101, then runs the connection until it closes.
+func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, kind authn.Path) {
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		http.Error(w, "bad remote address", http.StatusBadRequest)
+		return
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !s.hostAllowed(r.Host, kind, local) {
+		s.log.Warn("upgrade refused: host not allowed", "host", r.Host, "remote", remote)
+		http.Error(w, "host not allowed", http.StatusForbidden)
+		return
+	}
+	origin, hasOrigin := r.Header["Origin"]
+	if hasOrigin && !s.originAllowed(firstOr(origin), r.Host, local) {
+		s.log.Warn("upgrade refused: origin not allowed", "origin", firstOr(origin), "remote", remote)
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	if len(r.Header.Values("Sec-WebSocket-Extensions")) > 0 {
+		// Compression is never negotiated; the header is simply not echoed.
+		r.Header.Del("Sec-WebSocket-Extensions")
+	}
+	ip := remote.Addr().Unmap().String()
+	if !s.admitPreauth(ip) {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "Too many unauthenticated sockets", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.releasePreauth(ip)
+		return // the upgrader already answered
+	}
+	arrival := Arrival{
+		Path:      kind,
+		Remote:    remote,
+		Origin:    firstOr(origin),
+		Host:      r.Host,
+		Forwarded: authn.HasForwardHeaders(r.Header),
+		UserAgent: r.UserAgent(),
+	}
+	s.runConn(ws, arrival, ip)
+}
+
+func firstOr(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// hostAllowed defends against DNS rebinding: the Host header must name the
+// gateway itself. On loopback that is 127.0.0.1, [::1] or localhost on the
+// listener's port; other listeners accept only configured names.
+func (s *Server) hostAllowed(host string, kind authn.Path, local net.Addr) bool {
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		h, port = host, ""
+	}
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	localPort := ""
+	if tcp, ok := local.(*net.TCPAddr); ok {
+		localPort = strconv.Itoa(tcp.Port)
+	}
+	for _, a := range s.opts.AllowedHosts {
+		a = strings.ToLower(a)
+		if a == strings.ToLower(host) || a == h && (port == "" || port == localPort) {
+			return true
+		}
+	}
+	if kind != authn.PathLoopback {
+		return false
+	}
+	if port != "" && localPort != "" && port != localPort {
+		return false
+	}
+	return isLoopbackName(h)
+}
+
+func isLoopbackName(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.Trim(h, "[]"))
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// originAllowed accepts configured origins and the gateway's own loopback
+// origin (the WebChat page it serves). "null" and everything else fail.
+func (s *Server) originAllowed(origin, host string, local net.Addr) bool {
+	o := strings.ToLower(strings.TrimSpace(origin))
+	if o == "" || o == "null" {
+		return false
+	}
+	for _, a := range s.opts.AllowedOrigins {
+		if strings.ToLower(a) == o {
+			return true
+		}
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Path != "" && u.Path != "/" {
+		return false
+	}
+	// Same origin as the page the gateway serves: the origin's host:port
+	// equals the Host header and names loopback.
+	return strings.EqualFold(u.Host, host) && isLoopbackName(strings.ToLower(u.Hostname()))
+}
+
+func (s *Server) admitPreauth(ip string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping || len(s.conns) >= s.opts.MaxConns {
+		return false
+	}
+	if s.preauth[ip] >= s.opts.MaxPreauthPerIP {
+		return false
+	}
+	s.preauth[ip]++
+	return true
+}
+
+func (s *Server) releasePreauth(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.preauth[ip] <= 1 {
+		delete(s.preauth, ip)
+		return
+	}
+	s.preauth[ip]--
+}
+
+// errFrame builds the generic invalid-frame error.
+func invalidFrame(detail string) *protocol.Error {
+	return protocol.InvalidRequest("invalid request frame: " + detail)
+}

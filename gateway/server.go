@@ -1,0 +1,266 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/protocol"
+)
+
+// Listener is a net.Listener tagged with how its connections arrive. Only
+// authn.PathLoopback connections can ever be local.
+type Listener struct {
+	net.Listener
+	Path authn.Path
+}
+
+// Options configure a Server. Zero values take the protocol defaults.
+type Options struct {
+	Version          string
+	Token            SecretChecker
+	Logger           *slog.Logger
+	Now              func() time.Time
+	TickInterval     time.Duration
+	HandshakeTimeout time.Duration
+	MaxBufferedBytes int
+	MaxPreauthPerIP  int // pre-auth sockets per remote IP
+	MaxConns         int // all sockets
+	// AllowedHosts are extra Host header values accepted on upgrade
+	// (host or host:port), beyond loopback names on the listener's port.
+	AllowedHosts []string
+	// AllowedOrigins are browser origins accepted on upgrade, beyond the
+	// gateway's own loopback origin.
+	AllowedOrigins []string
+	StateDir       string
+	ConfigPath     string
+}
+
+func (o *Options) setDefaults() {
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.TickInterval <= 0 {
+		o.TickInterval = protocol.TickIntervalMs * time.Millisecond
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = protocol.HandshakeTimeoutMs * time.Millisecond
+	}
+	if o.MaxBufferedBytes <= 0 {
+		o.MaxBufferedBytes = protocol.MaxBufferedBytes
+	}
+	if o.MaxPreauthPerIP <= 0 {
+		o.MaxPreauthPerIP = 32
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 100000
+	}
+}
+
+// Server is the gateway: one HTTP server per listener, one connection set.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	contract *protocol.Contract
+	methods  map[string]*method
+	upgrader websocket.Upgrader
+	started  time.Time
+	bootID   string
+	host     string
+
+	mu       sync.RWMutex
+	conns    map[*Conn]struct{}
+	preauth  map[string]int // remote IP → sockets not yet authenticated
+	stopping bool
+
+	bus     bus
+	dedupe  *dedupeCache
+	metrics metrics
+	wg      sync.WaitGroup // connection and background goroutines
+}
+
+type metrics struct {
+	handshakesOK     atomic.Int64
+	handshakesFailed atomic.Int64
+	authFailures     atomic.Int64
+	slowConsumers    atomic.Int64
+}
+
+// New builds a Server. It does not listen; call Serve.
+func New(opts Options) (*Server, error) {
+	opts.setDefaults()
+	if opts.Token == nil {
+		return nil, errors.New("gateway.New: no shared token configured")
+	}
+	contract, err := protocol.LoadContract()
+	if err != nil {
+		return nil, fmt.Errorf("gateway.New: %w", err)
+	}
+	host, _ := os.Hostname()
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		contract: contract,
+		started:  opts.Now(),
+		bootID:   newUUID(),
+		host:     host,
+		conns:    make(map[*Conn]struct{}),
+		preauth:  make(map[string]int),
+		dedupe:   newDedupeCache(protocol.DedupeMaxEntries, protocol.DedupeTTLMs*time.Millisecond, opts.Now),
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout:  10 * time.Second,
+		ReadBufferSize:    1024,
+		WriteBufferSize:   1024,
+		WriteBufferPool:   &sync.Pool{},
+		EnableCompression: false,
+		// Origin and Host are checked before Upgrade is called.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	s.methods = make(map[string]*method)
+	s.bus.init(s)
+	s.registerMethods()
+	return s, nil
+}
+
+// Serve accepts connections on the listeners until ctx is canceled, then
+// shuts down: the shutdown event, close 1012 to every client, and a wait
+// for every connection goroutine.
+func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
+	if len(listeners) == 0 {
+		return errors.New("gateway.Serve: no listeners")
+	}
+	servers := make([]*http.Server, 0, len(listeners))
+	errc := make(chan error, len(listeners))
+	for _, l := range listeners {
+		hs := s.httpServer(l)
+		servers = append(servers, hs)
+		go func() {
+			if err := hs.Serve(l.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("gateway: serve %s: %w", l.Addr(), err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.tickLoop(bgCtx) }()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.shutdown(servers)
+	stopBg()
+	s.wg.Wait()
+	return serveErr
+}
+
+func (s *Server) httpServer(l Listener) *http.Server {
+	return &http.Server{
+		Handler:           s.handler(l.Path),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// shutdown stops accepting, tells every client, closes them with 1012 and
+// waits for their goroutines.
+func (s *Server) shutdown(servers []*http.Server) {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+	for _, hs := range servers {
+		// Stop accepting; hijacked WebSockets are not affected.
+		_ = hs.Close()
+	}
+	s.bus.broadcast(protocol.EventShutdown, protocol.ShutdownPayload{Reason: "gateway stopping"}, nil, nil)
+	for _, c := range s.snapshotConns() {
+		c.closeAfterFlush(protocol.CloseServiceRestart, "service restart")
+	}
+	done := make(chan struct{})
+	go func() { s.waitConns(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("connections still open after 5s; dropping them")
+		for _, c := range s.snapshotConns() {
+			_ = c.ws.NetConn().Close()
+		}
+		s.waitConns()
+	}
+}
+
+func (s *Server) waitConns() {
+	for {
+		s.mu.RLock()
+		n := len(s.conns)
+		s.mu.RUnlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (s *Server) snapshotConns() []*Conn {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// ConnCount returns the number of open connections.
+func (s *Server) ConnCount() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.conns)
+}
+
+func (s *Server) uptime() time.Duration { return s.opts.Now().Sub(s.started) }
+
+func (s *Server) nowMs() int64 { return s.opts.Now().UnixMilli() }
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("gateway: encode %T: %v", v, err))
+	}
+	return b
+}
+
+func goos() string { return runtime.GOOS }
