@@ -1,0 +1,91 @@
+package store
+
+// PendingRequest is a device pairing request waiting for an operator, as
+// stored. Field names follow the OpenClaw protocol (§3.1); ClientKey and
+// RefreshedAtMs are clawgate's own bookkeeping and are not part of the wire
+// shape.
+type PendingRequest struct {
+	RequestID    string   `json:"requestId"`
+	DeviceID     string   `json:"deviceId"`
+	PublicKey    string   `json:"publicKey"`
+	DisplayName  string   `json:"displayName,omitempty"`
+	Platform     string   `json:"platform,omitempty"`
+	DeviceFamily string   `json:"deviceFamily,omitempty"`
+	ClientID     string   `json:"clientId,omitempty"`
+	ClientMode   string   `json:"clientMode,omitempty"`
+	Role         string   `json:"role"`
+	Roles        []string `json:"roles,omitempty"`
+	Scopes       []string `json:"scopes,omitempty"`
+	RemoteIP     string   `json:"remoteIp,omitempty"`
+	Silent       bool     `json:"silent"`
+	IsRepair     bool     `json:"isRepair,omitempty"`
+	TS           int64    `json:"ts"`
+
+	// ClientKey is the rate-limit key the request is counted under (remote
+	// address, tailnet node, browser origin...).
+	ClientKey string `json:"clientKey,omitempty"`
+	// RefreshedAtMs is when the device last retried; the pending TTL runs
+	// from max(TS, RefreshedAtMs).
+	RefreshedAtMs int64 `json:"refreshedAtMs,omitempty"`
+}
+
+// DeviceToken is one device token record: one per (device, role). The token
+// itself is never stored, only its digest.
+type DeviceToken struct {
+	Digest       TokenDigest `json:"digest"`
+	Role         string      `json:"role"`
+	Scopes       []string    `json:"scopes"`
+	CreatedAtMs  int64       `json:"createdAtMs"`
+	RotatedAtMs  int64       `json:"rotatedAtMs,omitempty"`
+	RevokedAtMs  int64       `json:"revokedAtMs,omitempty"`
+	LastUsedAtMs int64       `json:"lastUsedAtMs,omitempty"`
+	// IssuedAtMs is when the token whose digest is stored was handed to
+	// someone (the device in hello-ok, or a rotate caller). Zero means the
+	// token was minted at approval and its plaintext was discarded unseen:
+	// the device's next connect mints the one it will actually use.
+	IssuedAtMs int64 `json:"issuedAtMs,omitempty"`
+}
+
+// PairedDevice is an approved device, as stored. Tokens is keyed by role.
+type PairedDevice struct {
+	DeviceID       string                 `json:"deviceId"`
+	PublicKey      string                 `json:"publicKey"`
+	DisplayName    string                 `json:"displayName,omitempty"`
+	Platform       string                 `json:"platform,omitempty"`
+	DeviceFamily   string                 `json:"deviceFamily,omitempty"`
+	ClientID       string                 `json:"clientId,omitempty"`
+	ClientMode     string                 `json:"clientMode,omitempty"`
+	Role           string                 `json:"role,omitempty"`
+	Roles          []string               `json:"roles"`
+	Scopes         []string               `json:"scopes"`
+	ApprovedScopes []string               `json:"approvedScopes"`
+	RemoteIP       string                 `json:"remoteIp,omitempty"`
+	Tokens         map[string]DeviceToken `json:"tokens"`
+	CreatedAtMs    int64                  `json:"createdAtMs"`
+	ApprovedAtMs   int64                  `json:"approvedAtMs"`
+}
+
+// PairingTx is the pairing data seen from inside one transaction. Every
+// value returned is a copy owned by the caller. Writes fail with ErrReadOnly
+// inside a read-only transaction. Getters return ErrNotFound for a missing
+// key; deletes of a missing key succeed.
+type PairingTx interface {
+	Pending(requestID string) (PendingRequest, error)
+	AllPending() ([]PendingRequest, error)
+	PutPending(PendingRequest) error
+	DeletePending(requestID string) error
+
+	Device(deviceID string) (PairedDevice, error)
+	AllDevices() ([]PairedDevice, error)
+	PutDevice(PairedDevice) error
+	DeleteDevice(deviceID string) error
+}
+
+// PairingStore runs pairing transactions. UpdatePairing commits (durably,
+// fsynced) when fn returns nil and rolls back everything fn wrote otherwise,
+// so a caller can keep its whole read-check-write in one transaction. fn must
+// not retain tx past its return.
+type PairingStore interface {
+	ViewPairing(fn func(tx PairingTx) error) error
+	UpdatePairing(fn func(tx PairingTx) error) error
+}
