@@ -37,6 +37,7 @@ type Conn struct {
 	queued      int
 	seq         uint64
 	closing     bool
+	aborted     atomic.Bool // queued frames were dropped; stop writing them
 	closeCode   int
 	closeReason string
 	wake        chan struct{}
@@ -160,8 +161,9 @@ func (c *Conn) abort(code int, reason string) {
 	}
 	c.queue, c.queued = nil, 0
 	c.mu.Unlock()
-	// Unblock a writer stuck on a full socket buffer.
-	_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(time.Second))
+	// The writer drops the rest of the batch it holds; a write already in
+	// flight ends when the peer reads or at writeTimeout.
+	c.aborted.Store(true)
 	c.signal()
 }
 
@@ -181,6 +183,9 @@ func (c *Conn) writeLoop() {
 		closing, code, reason := c.closing, c.closeCode, c.closeReason
 		c.mu.Unlock()
 		for _, frame := range batch {
+			if c.aborted.Load() {
+				break
+			}
 			_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 			if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
 				c.cancel()
@@ -188,7 +193,10 @@ func (c *Conn) writeLoop() {
 				return
 			}
 		}
-		if closing {
+		if closing || c.aborted.Load() {
+			c.mu.Lock()
+			code, reason = c.closeCode, c.closeReason
+			c.mu.Unlock()
 			c.writeClose(code, reason)
 			return
 		}

@@ -134,7 +134,7 @@ func (r *rawConn) closeCode(within time.Duration) (int, string, []map[string]any
 			if ce, ok := err.(*websocket.CloseError); ok {
 				return ce.Code, ce.Text, frames
 			}
-			r.t.Fatalf("expected a close frame, got %v (frames %v)", err, frames)
+			r.t.Fatalf("expected a close frame, got %v after %d frames", err, len(frames))
 		}
 		var m map[string]any
 		_ = json.Unmarshal(data, &m)
