@@ -148,7 +148,7 @@ func connectParams(token string) map[string]any {
 		"minProtocol": 4, "maxProtocol": 4,
 		"client": map[string]any{"id": "cli", "version": "1.0", "platform": "linux", "mode": "cli"},
 		"role":   "operator", "scopes": []string{"operator.read"},
-		"auth":   map[string]any{"token": token},
+		"auth": map[string]any{"token": token},
 	}
 }
 

@@ -31,11 +31,14 @@ type transcriptLine struct {
 
 type transcript struct {
 	name      string
-	challenge struct{ nonce string; ts int64 }
-	sigPayload string
-	send       []transcriptLine // what the prober sent, in order
-	response   map[string]any   // the res frame answering the connect, if any
-	closeCode  int
+	challenge struct {
+		nonce string
+		ts    int64
+	}
+	sigPayload  string
+	send        []transcriptLine // what the prober sent, in order
+	response    map[string]any   // the res frame answering the connect, if any
+	closeCode   int
 	closeReason string
 }
 
