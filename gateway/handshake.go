@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/clawgate/clawgate/authn"
 	"github.com/clawgate/clawgate/protocol"
@@ -186,11 +187,24 @@ func (c *Conn) authenticate(a *connectAttempt) *protocol.Error {
 	if p.Auth != nil {
 		token = p.Auth.Token
 	}
+	lim, now := c.srv.opts.Limiter, c.srv.opts.Now()
+	key := authn.NewLimitKey(authn.LimitSharedSecret, c.authnArrival())
+	presented := token != "" || p.Device != nil || p.Auth != nil && p.Auth.DeviceToken != ""
+	if presented {
+		// A correct credential during a lockout is refused too (A18).
+		if retry, locked := lim.Check(key, now); locked {
+			return c.rateLimited(retry)
+		}
+	}
 	sharedOK := token != "" && c.srv.opts.Token.Equal(token)
 	if p.Device == nil {
 		if !sharedOK {
+			if token != "" {
+				lim.Fail(key, now)
+			}
 			return c.unauthorized(a, token)
 		}
+		lim.Succeed(key)
 		if a.role == protocol.RoleNode {
 			return protocol.NewError(protocol.ErrNotPaired, "device identity required", protocol.DetailDeviceIdentityRequired)
 		}
@@ -208,14 +222,19 @@ func (c *Conn) authenticate(a *connectAttempt) *protocol.Error {
 			return protocol.InvalidRequest("device auth invalid")
 		}
 		c.srv.metrics.authFailures.Add(1)
+		lim.Fail(key, now)
 		c.log.Info("device proof refused", "reason", de.Reason)
 		return &protocol.Error{Code: protocol.ErrInvalidRequest, Message: de.Message,
 			Details: map[string]any{"code": de.Code, "reason": de.Reason}}
 	}
 	a.device = &vd
 	if !sharedOK {
+		if token != "" {
+			lim.Fail(key, now)
+		}
 		return c.unauthorized(a, token)
 	}
+	lim.Succeed(key)
 	a.method = "token"
 	a.scopes = slices.Clone(p.Scopes)
 	if a.scopes == nil {
@@ -246,6 +265,23 @@ func (c *Conn) unauthorized(a *connectAttempt, token string) *protocol.Error {
 	return &protocol.Error{Code: protocol.ErrInvalidRequest, Message: msg, Details: map[string]any{
 		"code": code, "authReason": reason, "canRetryWithDeviceToken": canRetry, "recommendedNextStep": next,
 	}}
+}
+
+// rateLimited is the answer during a lockout.
+func (c *Conn) rateLimited(retry time.Duration) *protocol.Error {
+	c.srv.metrics.authFailures.Add(1)
+	ms := retry.Milliseconds()
+	c.log.Warn("connect refused: auth rate limited", "retryAfterMs", ms)
+	return &protocol.Error{Code: protocol.ErrInvalidRequest,
+		Message: "unauthorized: too many failed authentication attempts (retry later)",
+		Retryable: true, RetryAfterMs: ms,
+		Details: map[string]any{"code": protocol.DetailAuthRateLimited, "authReason": "rate_limited",
+			"canRetryWithDeviceToken": false, "recommendedNextStep": protocol.NextWaitThenRetry}}
+}
+
+// authnArrival is the connection's arrival in authn's terms.
+func (c *Conn) authnArrival() authn.Arrival {
+	return authn.Arrival{Path: c.arrival.Path, Remote: c.arrival.Remote, Forwarded: c.arrival.Forwarded, Origin: c.arrival.Origin}
 }
 
 func filterScopes(requested, allowed []string) []string {

@@ -24,7 +24,11 @@ type testGateway struct {
 	srv  *Server
 	url  string
 	addr string
-	stop func()
+	// remoteURL reaches the same server through a second listener tagged
+	// as a remote (TLS-path) arrival, so tests can exercise what non-local
+	// peers get without leaving loopback.
+	remoteURL string
+	stop      func()
 }
 
 // startGateway runs a real Server on a loopback port for the test's life.
@@ -38,6 +42,11 @@ func startGateway(t testing.TB, mod func(*Options)) *testGateway {
 	if testing.Verbose() {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	remoteLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.AllowedHosts = append(opts.AllowedHosts, remoteLn.Addr().String())
 	if mod != nil {
 		mod(&opts)
 	}
@@ -51,8 +60,11 @@ func startGateway(t testing.TB, mod func(*Options)) *testGateway {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, Listener{Listener: ln, Path: authn.PathLoopback}) }()
-	g := &testGateway{srv: srv, url: "ws://" + ln.Addr().String(), addr: ln.Addr().String()}
+	go func() {
+		done <- srv.Serve(ctx, Listener{Listener: ln, Path: authn.PathLoopback}, Listener{Listener: remoteLn, Path: authn.PathTLS})
+	}()
+	g := &testGateway{srv: srv, url: "ws://" + ln.Addr().String(), addr: ln.Addr().String(),
+		remoteURL: "ws://" + remoteLn.Addr().String()}
 	stopped := false
 	g.stop = func() {
 		if stopped {
@@ -81,7 +93,12 @@ type rawConn struct {
 
 func (g *testGateway) dialRaw(t testing.TB, header http.Header) *rawConn {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial(g.url, header)
+	return dialRawURL(t, g.url, header)
+}
+
+func dialRawURL(t testing.TB, url string, header http.Header) *rawConn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(url, header)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -179,4 +196,27 @@ func mustContain(t testing.TB, s, sub string) {
 	if !strings.Contains(s, sub) {
 		t.Fatalf("%q does not contain %q", s, sub)
 	}
+}
+
+// connectResult runs one raw connect with params and returns the response
+// frame (hello-ok or error).
+func connectResult(t testing.TB, url string, header http.Header, params map[string]any) map[string]any {
+	t.Helper()
+	rc := dialRawURL(t, url, header)
+	rc.challenge()
+	rc.sendJSON(map[string]any{"type": "req", "id": "c1", "method": "connect", "params": params})
+	f := rc.frame()
+	rc.ws.Close()
+	return f
+}
+
+// errDetail returns error.details.code of a response frame, or "" for ok.
+func errDetail(f map[string]any) string {
+	e, ok := f["error"].(map[string]any)
+	if !ok {
+		return ""
+	}
+	d, _ := e["details"].(map[string]any)
+	s, _ := d["code"].(string)
+	return s
 }

@@ -32,6 +32,8 @@ type Listener struct {
 type Options struct {
 	Version          string
 	Token            SecretChecker
+	// Limiter counts auth failures; nil gets authn.DefaultLimits.
+	Limiter *authn.Limiter
 	Logger           *slog.Logger
 	Now              func() time.Time
 	TickInterval     time.Duration
@@ -73,6 +75,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxConns <= 0 {
 		o.MaxConns = 100000
+	}
+	if o.Limiter == nil {
+		o.Limiter = authn.NewLimiter(authn.DefaultLimits())
 	}
 }
 
