@@ -273,7 +273,7 @@ func (c *Conn) rateLimited(retry time.Duration) *protocol.Error {
 	ms := retry.Milliseconds()
 	c.log.Warn("connect refused: auth rate limited", "retryAfterMs", ms)
 	return &protocol.Error{Code: protocol.ErrInvalidRequest,
-		Message: "unauthorized: too many failed authentication attempts (retry later)",
+		Message:   "unauthorized: too many failed authentication attempts (retry later)",
 		Retryable: true, RetryAfterMs: ms,
 		Details: map[string]any{"code": protocol.DetailAuthRateLimited, "authReason": "rate_limited",
 			"canRetryWithDeviceToken": false, "recommendedNextStep": protocol.NextWaitThenRetry}}

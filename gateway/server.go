@@ -30,10 +30,10 @@ type Listener struct {
 
 // Options configure a Server. Zero values take the protocol defaults.
 type Options struct {
-	Version          string
-	Token            SecretChecker
+	Version string
+	Token   SecretChecker
 	// Limiter counts auth failures; nil gets authn.DefaultLimits.
-	Limiter *authn.Limiter
+	Limiter          *authn.Limiter
 	Logger           *slog.Logger
 	Now              func() time.Time
 	TickInterval     time.Duration
