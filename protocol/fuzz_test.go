@@ -1,0 +1,111 @@
+package protocol
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// transcriptFrames returns every client-sent frame in the captured
+// transcripts (the seeds for the fuzzers).
+func transcriptFrames(f *testing.F) [][]byte {
+	f.Helper()
+	files, _ := filepath.Glob("../gateway/testdata/neg-*.jsonl")
+	var out [][]byte
+	for _, path := range files {
+		fh, err := os.Open(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var l struct {
+				Dir   string          `json:"dir"`
+				Frame json.RawMessage `json:"frame"`
+				Raw   *string         `json:"raw"`
+			}
+			if json.Unmarshal(sc.Bytes(), &l) != nil || l.Dir != "send" {
+				continue
+			}
+			if l.Raw != nil {
+				out = append(out, []byte(*l.Raw))
+			} else {
+				out = append(out, l.Frame)
+			}
+		}
+		fh.Close()
+	}
+	return out
+}
+
+// FuzzParseStrict: the strict parser never panics, and whatever it accepts
+// encoding/json accepts too, with the same value.
+func FuzzParseStrict(f *testing.F) {
+	for _, s := range transcriptFrames(f) {
+		f.Add(s)
+	}
+	f.Add([]byte(`{"a":1,"a":2}`))
+	f.Add([]byte(`{"a":1,"A":2}`))
+	f.Add([]byte(`[[[[[[[[[[]]]]]]]]]]`))
+	f.Add([]byte(`{"n":1e999}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := ParseStrict(data)
+		if err != nil {
+			return
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		var std any
+		if err := dec.Decode(&std); err != nil {
+			t.Fatalf("ParseStrict accepted what encoding/json rejects: %q: %v", data, err)
+		}
+		if a, b := mustMarshal(v), mustMarshal(std); string(a) != string(b) {
+			t.Fatalf("values differ for %q: %s vs %s", data, a, b)
+		}
+	})
+}
+
+func mustMarshal(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// FuzzConnectFrame runs the gateway's first-frame validation: strict
+// parse, request-frame schema, connect-params schema, typed decode. It
+// must never panic, and anything the schema accepts must decode into
+// ConnectParams.
+func FuzzConnectFrame(f *testing.F) {
+	c, err := LoadContract()
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range transcriptFrames(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := ParseStrict(data)
+		if err != nil {
+			return
+		}
+		if c.Validate("RequestFrame", v) != nil {
+			return
+		}
+		obj := v.(map[string]any)
+		if c.Validate("ConnectParams", obj["params"]) != nil {
+			return
+		}
+		var req struct {
+			Params ConnectParams `json:"params"`
+		}
+		if err := json.Unmarshal(data, &req); err != nil {
+			t.Fatalf("schema-valid connect does not decode: %v\n%s", err, data)
+		}
+		if req.Params.Client.ID == "" || req.Params.Client.Mode == "" {
+			t.Fatalf("schema-valid connect lacks client id/mode: %s", data)
+		}
+	})
+}
