@@ -23,12 +23,51 @@ type bus struct {
 	mu       sync.Mutex
 	presence map[string]protocol.PresenceEntry // key → entry, without self
 	version  protocol.StateVersion
+
+	// presenceKick wakes presenceLoop, which coalesces bursts of joins and
+	// leaves into one presence event per presenceWindow: connection churn
+	// then costs O(connections) per window, not per connect.
+	presenceKick chan struct{}
 }
+
+// presenceWindow is how long presence changes are gathered before one
+// presence event carries them all.
+const presenceWindow = 50 * time.Millisecond
 
 func (b *bus) init(s *Server) {
 	b.srv = s
 	b.presence = make(map[string]protocol.PresenceEntry)
 	b.version = protocol.StateVersion{Presence: 1, Health: 1}
+	b.presenceKick = make(chan struct{}, 1)
+}
+
+// presenceChanged schedules a presence broadcast.
+func (b *bus) presenceChanged() {
+	select {
+	case b.presenceKick <- struct{}{}:
+	default:
+	}
+}
+
+// presenceLoop sends at most one presence event per presenceWindow, with
+// the table as it is when the window closes.
+func (b *bus) presenceLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.presenceKick:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(presenceWindow):
+		}
+		b.mu.Lock()
+		list, sv := b.presenceListLocked(), b.version
+		b.mu.Unlock()
+		b.broadcast(protocol.EventPresence, protocol.PresencePayload{Presence: list}, &sv, nil)
+	}
 }
 
 // eventGate returns the scope a connection needs to receive an event, or ""
@@ -148,9 +187,8 @@ func (s *Server) onConnected(c *Conn) {
 	}
 	b.presence[key] = s.presenceEntry(c, sess)
 	b.version.Presence++
-	list, sv := b.presenceListLocked(), b.version
 	b.mu.Unlock()
-	b.broadcast(protocol.EventPresence, protocol.PresencePayload{Presence: list}, &sv, nil)
+	b.presenceChanged()
 }
 
 // onDisconnected removes the connection's presence unless another live
@@ -173,9 +211,8 @@ func (s *Server) onDisconnected(c *Conn) {
 	}
 	delete(b.presence, sess.PresenceKey)
 	b.version.Presence++
-	list, sv := b.presenceListLocked(), b.version
 	b.mu.Unlock()
-	b.broadcast(protocol.EventPresence, protocol.PresencePayload{Presence: list}, &sv, nil)
+	b.presenceChanged()
 }
 
 // bumpHealth records a health change and broadcasts the new summary.

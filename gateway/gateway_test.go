@@ -285,7 +285,6 @@ func TestPresenceAndSeq(t *testing.T) {
 	})
 	_ = watcher
 	other := g.dialClient(t, func(o *client.Options) { o.ClientMode = "ui"; o.ClientID = "openclaw-tui"; o.DisplayName = "phone" })
-	other.Close()
 	hasPhone := func(e client.Event) bool {
 		var p protocol.PresencePayload
 		_ = json.Unmarshal(e.Payload, &p)
@@ -296,6 +295,15 @@ func TestPresenceAndSeq(t *testing.T) {
 		}
 		return false
 	}
+	// Presence changes are coalesced per window; leave once the join shows.
+	for joined := false; !joined; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		for _, e := range events {
+			joined = joined || hasPhone(e)
+		}
+		mu.Unlock()
+	}
+	other.Close()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		mu.Lock()

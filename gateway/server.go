@@ -170,6 +170,8 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.tickLoop(bgCtx) }()
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.bus.presenceLoop(bgCtx) }()
 
 	var serveErr error
 	select {

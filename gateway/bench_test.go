@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"log/slog"
+	"testing"
+
+	"github.com/clawgate/clawgate/client"
+	"github.com/clawgate/clawgate/protocol"
+)
+
+// The handshake benchmarks and the ed25519 ceiling run in one `go test
+// -bench` invocation so their ratio, not a lone absolute time, is what
+// BENCHMARKS.md reports.
+
+func benchGateway(b *testing.B) *testGateway {
+	return startGateway(b, func(o *Options) { o.Logger = slog.New(slog.DiscardHandler) })
+}
+
+// signedRoundTrip is one full client session: dial, challenge, signed v3
+// connect, health, close.
+func signedRoundTrip(b *testing.B, url string, id *client.Identity) {
+	ctx := context.Background()
+	c, err := client.Dial(ctx, client.Options{URL: url, Token: testToken, Identity: id,
+		ClientID: "gateway-client", ClientMode: "backend",
+		Scopes: []string{protocol.ScopeRead}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.Call(ctx, "health", nil); err != nil {
+		b.Fatal(err)
+	}
+	c.Close()
+}
+
+// BenchmarkSignedConnectHealth: sequential signed connect + health round
+// trips over real loopback sockets.
+func BenchmarkSignedConnectHealth(b *testing.B) {
+	g := benchGateway(b)
+	id, _ := client.NewIdentity()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		signedRoundTrip(b, g.url, id)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
+}
+
+// BenchmarkSignedConnectHealthParallel: the same from GOMAXPROCS×4
+// concurrent clients.
+func BenchmarkSignedConnectHealthParallel(b *testing.B) {
+	g := benchGateway(b)
+	b.SetParallelism(4)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		id, _ := client.NewIdentity()
+		for pb.Next() {
+			signedRoundTrip(b, g.url, id)
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
+}
+
+// BenchmarkEd25519VerifyCeiling is the machine's ed25519 verify rate on
+// all cores: the upper bound for signed handshakes per second.
+func BenchmarkEd25519VerifyCeiling(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	msg := []byte("v3|56475aa75463474c0285df5dbf2bcab73da651358839e9b77481b2eab107708c|cli|cli|operator|operator.read,operator.write|1737264000000|shared-token|2f1c6b0e-0000-4000-8000-000000000000|linux|")
+	sig := ed25519.Sign(priv, msg)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if !ed25519.Verify(pub, msg, sig) {
+				b.Fatal("verify failed")
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verifies/s")
+}
+
+// BenchmarkHealthRoundTrip: request/response latency on one established
+// connection.
+func BenchmarkHealthRoundTrip(b *testing.B) {
+	g := benchGateway(b)
+	c := g.dialClient(b, nil)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Call(ctx, "health", nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
