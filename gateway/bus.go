@@ -269,7 +269,7 @@ func (s *Server) hello(c *Conn, sess *Session, a *connectAttempt) protocol.Hello
 			Presence: presence, Health: s.healthSummary(), StateVersion: sv,
 			UptimeMs: s.uptime().Milliseconds(),
 		},
-		Auth: protocol.HelloAuth{Method: a.method, Role: sess.Role, Scopes: sess.Scopes,
+		Auth: protocol.HelloAuth{Role: sess.Role, Scopes: sess.Scopes,
 			DeviceToken: a.token, IssuedAtMs: a.issuedAt},
 		Policy: protocol.Policy{MaxPayload: protocol.MaxPayload, MaxBufferedBytes: s.opts.MaxBufferedBytes,
 			TickIntervalMs: int(s.opts.TickInterval / time.Millisecond)},

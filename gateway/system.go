@@ -25,9 +25,9 @@ func (s *Server) healthSummary() protocol.HealthSummary {
 		OK: true, Ts: now, DurationMs: 0,
 		Channels: map[string]protocol.ChannelHealth{}, ChannelOrder: []string{}, ChannelLabels: map[string]string{},
 		HeartbeatSeconds: 0, DefaultAgentID: "main",
-		Agents:   []protocol.AgentHealth{{AgentID: "main", IsDefault: true, Sessions: sessions}},
+		Agents: []protocol.AgentHealth{{AgentID: "main", IsDefault: true, Sessions: sessions,
+			Heartbeat: protocol.HeartbeatConfig{Every: "off", Target: "none"}}},
 		Sessions: sessions,
-		Gateway:  &protocol.GatewayHealth{Connections: s.ConnCount(), UptimeMs: s.uptime().Milliseconds()},
 	}
 }
 

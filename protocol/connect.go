@@ -114,7 +114,6 @@ type Snapshot struct {
 
 // HelloAuth reports the live role and scopes of the connection.
 type HelloAuth struct {
-	Method      string   `json:"method,omitempty"`
 	DeviceToken string   `json:"deviceToken,omitempty"`
 	Role        string   `json:"role"`
 	Scopes      []string `json:"scopes"`

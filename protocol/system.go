@@ -13,7 +13,6 @@ type HealthSummary struct {
 	DefaultAgentID   string                   `json:"defaultAgentId"`
 	Agents           []AgentHealth            `json:"agents"`
 	Sessions         SessionsHealth           `json:"sessions"`
-	Gateway          *GatewayHealth           `json:"gateway,omitempty"`
 }
 
 // ChannelHealth is one messaging provider's state.
@@ -27,9 +26,21 @@ type ChannelHealth struct {
 
 // AgentHealth summarises one agent.
 type AgentHealth struct {
-	AgentID   string         `json:"agentId"`
-	IsDefault bool           `json:"isDefault"`
-	Sessions  SessionsHealth `json:"sessions"`
+	AgentID   string          `json:"agentId"`
+	IsDefault bool            `json:"isDefault"`
+	Heartbeat HeartbeatConfig `json:"heartbeat"`
+	Sessions  SessionsHealth  `json:"sessions"`
+}
+
+// HeartbeatConfig is an agent's heartbeat schedule. EveryMs is null when
+// heartbeats are off.
+type HeartbeatConfig struct {
+	Enabled     bool   `json:"enabled"`
+	Every       string `json:"every"`
+	EveryMs     *int64 `json:"everyMs"`
+	Prompt      string `json:"prompt"`
+	Target      string `json:"target"`
+	AckMaxChars int    `json:"ackMaxChars"`
 }
 
 // SessionsHealth counts stored chat sessions.
@@ -37,12 +48,6 @@ type SessionsHealth struct {
 	Path   string `json:"path"`
 	Count  int    `json:"count"`
 	Recent []any  `json:"recent"`
-}
-
-// GatewayHealth is clawgate's own section of the health summary.
-type GatewayHealth struct {
-	Connections int   `json:"connections"`
-	UptimeMs    int64 `json:"uptimeMs"`
 }
 
 // StatusResult is the result of the status method. Fields marked sensitive
