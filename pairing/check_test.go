@@ -448,3 +448,36 @@ func TestCheckRejectsMalformedInput(t *testing.T) {
 		t.Errorf("malformed connects stored requests")
 	}
 }
+
+// TestMetadataUpgradeRepins: approving a metadata-upgrade pins the new
+// platform; the old one then needs approval in turn.
+func TestMetadataUpgradeRepins(t *testing.T) {
+	e := newEnv(t)
+	d := newDevice(t)
+	tok := e.pair(d, "operator", readScopes)
+	ci := info(d, "operator", readScopes)
+	ci.Platform = "darwin"
+	dec := e.check(ci)
+	if dec.Reason != pairing.ReasonMetadataUpgrade {
+		t.Fatalf("reason %q", dec.Reason)
+	}
+	res := mustApprove(e, dec.Request.RequestID)
+	if res.KeyChanged || res.Device.Platform != "darwin" {
+		t.Fatalf("approve: %+v", res)
+	}
+	if got := e.check(ci); got.Outcome != pairing.Paired || got.Platform != "darwin" {
+		t.Errorf("after re-pin: %v %q", got.Outcome, got.Platform)
+	}
+	if got := e.check(info(d, "operator", readScopes)); got.Reason != pairing.ReasonMetadataUpgrade {
+		t.Errorf("old platform after re-pin: %q", got.Reason)
+	}
+	if err := e.m.VerifyDeviceToken(d.id, "operator", tok, readScopes); err != nil {
+		t.Errorf("token after re-pin: %v", err)
+	}
+	if got, err := e.m.Device(d.id); err != nil || got.Platform != "darwin" {
+		t.Errorf("Device = %+v, %v", got, err)
+	}
+	if _, err := e.m.Device(newDevice(t).id); !errors.Is(err, pairing.ErrNotFound) {
+		t.Errorf("Device(unknown) = %v", err)
+	}
+}

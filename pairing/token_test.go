@@ -165,6 +165,21 @@ func TestEnsureToken(t *testing.T) {
 			t.Errorf("first issue counted as a rotation")
 		}
 	})
+	t.Run("silent approval, then the first token", func(t *testing.T) {
+		e := newEnv(t)
+		d := newDevice(t)
+		dec := e.check(local(info(d, "operator", []string{"operator.admin"})))
+		if dec.Outcome != pairing.ApprovedSilently {
+			t.Fatalf("Check = %v", dec.Outcome)
+		}
+		tok, _, minted, err := e.m.EnsureToken(d.id, dec.Role, dec.Scopes)
+		if err != nil || !minted {
+			t.Fatalf("EnsureToken = %v, %v", minted, err)
+		}
+		if err := e.m.VerifyDeviceToken(d.id, "operator", tok, []string{"operator.admin"}); err != nil {
+			t.Errorf("token: %v", err)
+		}
+	})
 	t.Run("narrow token, wider request within baseline: re-mint with the union", func(t *testing.T) {
 		e := newEnv(t)
 		d := newDevice(t)

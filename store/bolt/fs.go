@@ -93,6 +93,7 @@ func removeStaleTemps(dir, base string, now time.Time) {
 		return
 	}
 	prefix := tempPrefix(base)
+	removed := false
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
 			continue
@@ -106,12 +107,14 @@ func removeStaleTemps(dir, base string, now time.Time) {
 		if err != nil {
 			continue
 		}
-		if tryLock(f) == nil {
-			_ = os.Remove(name)
+		if tryLock(f) == nil && os.Remove(name) == nil {
+			removed = true
 		}
 		_ = f.Close()
 	}
-	_ = syncDir(dir)
+	if removed {
+		_ = syncDir(dir)
+	}
 }
 
 // randomSuffix returns 16 random hex characters for temp file names.
