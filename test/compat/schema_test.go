@@ -176,6 +176,8 @@ func (fc *frameChecker) event(m map[string]any) {
 		}
 	case "talk.event":
 		fc.validate(what, "TalkEvent", payload)
+	case "health":
+		fc.validate(what, healthSummaryPtr, payload)
 	default:
 		if !fc.validate(what, pascal(name)+"Event", payload) {
 			fc.noDef["event "+name] = true
@@ -494,6 +496,9 @@ func TestSchemaConformance(t *testing.T) {
 			switch {
 			case fc.validate(fmt.Sprintf("%s result", method), resultDef, res["payload"]):
 				resultChecked[method] = resultDef
+			case method == "health":
+				fc.validate("health result", healthSummaryPtr, res["payload"])
+				resultChecked[method] = "HealthSummary (HelloOk snapshot.health)"
 			case method == "system-presence":
 				arr, isArr := res["payload"].([]any)
 				if !isArr {

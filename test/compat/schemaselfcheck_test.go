@@ -50,7 +50,10 @@ func TestSchemaValidatorSelfCheck(t *testing.T) {
 		{"tick", "TickEvent", `{"ts":1795733453686}`, true},
 		{"shutdown", "ShutdownEvent", `{"reason":"gateway stopping","restartExpectedMs":0}`, true},
 		{"tick event frame with seq", "", `{"type":"event","event":"tick","payload":{"ts":1},"seq":3}`, true},
-		{"connect without params for health", "", `{"type":"req","id":"2","method":"health"}`, true},
+		{"health req without params", "", `{"type":"req","id":"2","method":"health"}`, true},
+		{"empty health summary", healthSummaryPtr, `{}`, true},
+		{"health summary", healthSummaryPtr, `{"ok":true,"ts":1795733454299,"durationMs":3,"channels":{},"channelOrder":[],"channelLabels":{},"heartbeatSeconds":1800,"defaultAgentId":"main","agents":[],"sessions":{"path":"/x","count":0,"recent":[]}}`, true},
+		{"health summary with ok:false", healthSummaryPtr, `{"ok":false}`, false},
 
 		// What must fail.
 		{"hello-ok without auth", "HelloOk", strings.Replace(minimalHelloOk, `"auth":{"role":"operator","scopes":["operator.read"]},`, "", 1), false},
