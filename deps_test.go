@@ -1,0 +1,84 @@
+package clawgate_test
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/clawgate/clawgate"
+
+// allowedImports is the import graph of ARCHITECTURE.md: for each package,
+// the module packages it may import. Anything not listed may import nothing
+// from the module.
+var allowedImports = map[string][]string{
+	"protocol":     {},
+	"authn":        {"protocol"},
+	"store":        {},
+	"store/bolt":   {"store"},
+	"pairing":      {"store", "authn", "protocol"},
+	"config":       {},
+	"client":       {"protocol", "authn"},
+	"gateway":      {"protocol", "authn", "pairing", "store", "tsnode", "tlspin", "providers"},
+	"test/compat":  {"protocol", "authn", "client"},
+	"cmd/clawgate": {"*"},
+}
+
+// exclusiveImports: third-party packages only one module package may import.
+var exclusiveImports = map[string]string{
+	"go.etcd.io/bbolt": "store/bolt",
+	"tailscale.com":    "tsnode",
+}
+
+func goList(t *testing.T, format string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-f", format, "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+// TestImportGraph keeps the package graph one-way.
+func TestImportGraph(t *testing.T) {
+	for _, line := range goList(t, "{{.ImportPath}} {{join .Imports \" \"}}") {
+		fields := strings.Fields(line)
+		pkg := strings.TrimPrefix(strings.TrimPrefix(fields[0], module), "/")
+		if pkg == "" {
+			continue
+		}
+		allowed, ok := allowedImports[pkg]
+		if !ok {
+			t.Errorf("package %s is not in the architecture's import table; add it deliberately", pkg)
+			continue
+		}
+		for _, imp := range fields[1:] {
+			for third, owner := range exclusiveImports {
+				if (imp == third || strings.HasPrefix(imp, third+"/")) && pkg != owner {
+					t.Errorf("%s imports %s; only %s may", pkg, imp, owner)
+				}
+			}
+			dep, internal := strings.CutPrefix(imp, module+"/")
+			if !internal || slices.Contains(allowed, "*") {
+				continue
+			}
+			if !slices.Contains(allowed, dep) {
+				t.Errorf("%s imports %s, which the architecture does not allow", pkg, dep)
+			}
+		}
+	}
+}
+
+// TestPackageDocs: every package says what it is for.
+func TestPackageDocs(t *testing.T) {
+	for _, line := range goList(t, "{{.ImportPath}}|{{.Name}}|{{.Doc}}") {
+		parts := strings.SplitN(line, "|", 3)
+		if len(parts) < 3 || parts[0] == module {
+			continue
+		}
+		if strings.TrimSpace(parts[2]) == "" {
+			t.Errorf("package %s has no package doc comment", parts[0])
+		}
+	}
+}
