@@ -264,7 +264,7 @@ func (s *Server) hello(c *Conn, sess *Session, a *connectAttempt) protocol.Hello
 		Type:     "hello-ok",
 		Protocol: sess.Protocol,
 		Server:   protocol.ServerInfo{Version: s.opts.Version, BootID: s.bootID, ConnID: c.id},
-		Features: protocol.Features{Methods: s.methodNames(), Events: implementedEvents()},
+		Features: protocol.Features{Methods: s.methodNames(), Events: s.implementedEvents()},
 		Snapshot: protocol.Snapshot{
 			Presence: presence, Health: s.healthSummary(), StateVersion: sv,
 			UptimeMs: s.uptime().Milliseconds(),
@@ -283,9 +283,13 @@ func (s *Server) hello(c *Conn, sess *Session, a *connectAttempt) protocol.Hello
 }
 
 // implementedEvents lists only the events this gateway really emits.
-func implementedEvents() []string {
-	return []string{protocol.EventChallenge, protocol.EventTick, protocol.EventPresence,
+func (s *Server) implementedEvents() []string {
+	ev := []string{protocol.EventChallenge, protocol.EventTick, protocol.EventPresence,
 		protocol.EventHealth, protocol.EventShutdown}
+	if s.opts.Pairing != nil {
+		ev = append(ev, protocol.EventDevicePairRequested, protocol.EventDevicePairResolved)
+	}
+	return ev
 }
 
 var _ = json.RawMessage(nil)

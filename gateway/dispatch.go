@@ -84,8 +84,23 @@ func (s *Server) dispatch(c *Conn, req *protocol.Request, params any) {
 	}()
 }
 
+// replyThen is a handler result whose after func runs once the response
+// is queued (for example: close sockets, possibly the caller's own, after
+// it has its answer).
+type replyThen struct {
+	payload any
+	after   func()
+}
+
 func (s *Server) run(c *Conn, m *method, req *protocol.Request) {
 	payload, err := m.handle(c.ctx, c, req.Params)
+	if rt, ok := payload.(replyThen); ok && err == nil {
+		c.send(protocol.OKResponse(req.ID, rt.payload))
+		if rt.after != nil {
+			rt.after()
+		}
+		return
+	}
 	if err != nil {
 		perr := protocol.AsError(err)
 		if perr.Code == protocol.ErrUnavailable && perr.Message == "internal error" {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/pairing"
 	"github.com/clawgate/clawgate/protocol"
 )
 
@@ -48,6 +49,7 @@ func (c *Conn) handshake() bool {
 		c.checkRole,
 		c.checkBrowserClient,
 		c.authenticate,
+		c.pair,
 	}
 	for _, step := range steps {
 		if perr := step(a); perr != nil {
@@ -228,17 +230,126 @@ func (c *Conn) authenticate(a *connectAttempt) *protocol.Error {
 			Details: map[string]any{"code": de.Code, "reason": de.Reason}}
 	}
 	a.device = &vd
-	if !sharedOK {
+	if sharedOK {
+		lim.Succeed(key)
+		a.method = "token"
+		a.scopes = slices.Clone(p.Scopes)
+		if a.scopes == nil {
+			a.scopes = []string{}
+		}
+		return nil
+	}
+	return c.authenticateDeviceToken(a, token, key)
+}
+
+// authenticateDeviceToken is the fallback when the shared token did not
+// match: auth.deviceToken, else auth.token, verified against the device's
+// stored token digest for this role.
+func (c *Conn) authenticateDeviceToken(a *connectAttempt, token string, sharedKey authn.LimitKey) *protocol.Error {
+	p := &a.params
+	lim, now := c.srv.opts.Limiter, c.srv.opts.Now()
+	devTok := ""
+	if p.Auth != nil {
+		devTok = p.Auth.DeviceToken
+	}
+	candidate := devTok
+	if candidate == "" {
+		candidate = token
+	}
+	if c.srv.opts.Pairing == nil || candidate == "" {
 		if token != "" {
-			lim.Fail(key, now)
+			lim.Fail(sharedKey, now)
 		}
 		return c.unauthorized(a, token)
 	}
-	lim.Succeed(key)
-	a.method = "token"
-	a.scopes = slices.Clone(p.Scopes)
+	key := authn.NewLimitKey(authn.LimitDeviceToken, c.authnArrival())
+	if retry, locked := lim.Check(key, now); locked {
+		return c.rateLimited(retry)
+	}
+	err := c.srv.opts.Pairing.VerifyDeviceToken(a.device.ID, a.role, candidate, p.Scopes)
+	if err == nil {
+		lim.Succeed(key)
+		a.method = "device-token"
+		a.scopes = slices.Clone(p.Scopes)
+		if a.scopes == nil {
+			a.scopes = []string{}
+		}
+		return nil
+	}
+	lim.Fail(key, now)
+	c.srv.metrics.authFailures.Add(1)
+	switch {
+	case errors.Is(err, pairing.ErrScopeMismatch):
+		return authError("scope_mismatch", protocol.DetailAuthScopeMismatch,
+			"unauthorized: device token scope mismatch (re-pair or approve scope upgrade)", false, protocol.NextReviewAuthConfig)
+	case devTok != "":
+		return authError("device_token_mismatch", protocol.DetailAuthDeviceTokenMismatch,
+			"unauthorized: device token mismatch (rotate/reissue device token)", false, protocol.NextUpdateAuthCredentials)
+	}
+	return c.unauthorized(a, token)
+}
+
+func authError(reason, code, msg string, canRetry bool, next string) *protocol.Error {
+	return &protocol.Error{Code: protocol.ErrInvalidRequest, Message: msg, Details: map[string]any{
+		"code": code, "authReason": reason, "canRetryWithDeviceToken": canRetry, "recommendedNextStep": next,
+	}}
+}
+
+// pair asks the pairing state machine whether this device may connect as
+// this role with these scopes. Local devices (direct loopback, no browser,
+// no proxy) are approved silently; everyone else waits for an operator.
+func (c *Conn) pair(a *connectAttempt) *protocol.Error {
+	pm := c.srv.opts.Pairing
+	if a.device == nil || pm == nil {
+		return nil
+	}
+	p := &a.params
+	arr := c.authnArrival()
+	dec, err := pm.Check(pairing.ConnectInfo{
+		DeviceID: a.device.ID, PublicKey: authn.EncodePublicKey(a.device.PublicKey),
+		Role: a.role, Scopes: p.Scopes, ClientID: p.Client.ID, ClientMode: p.Client.Mode,
+		Platform: p.Client.Platform, DeviceFamily: p.Client.DeviceFamily, DisplayName: p.Client.DisplayName,
+		RemoteIP:      c.arrival.Remote.Addr().Unmap().String(),
+		ClientKey:     authn.NewLimitKey(authn.LimitSharedSecret, arr).String(),
+		SilentAllowed: arr.Locality() == authn.Local,
+	})
+	switch {
+	case errors.Is(err, pairing.ErrTooManyPending):
+		return &protocol.Error{Code: protocol.ErrUnavailable, Message: "too many pending pairing requests; approve or reject some first",
+			Retryable: true, RetryAfterMs: 60000}
+	case err != nil:
+		c.log.Error("pairing check failed", "err", err)
+		return &protocol.Error{Code: protocol.ErrUnavailable, Message: "pairing state unavailable", Retryable: true, RetryAfterMs: 1000}
+	}
+	switch dec.Outcome {
+	case pairing.PendingRequired:
+		if dec.Created && dec.Request != nil {
+			c.srv.bus.broadcast(protocol.EventDevicePairRequested, dec.Request, nil, nil)
+		}
+		details := map[string]any{"code": protocol.DetailPairingRequired, "reason": string(dec.Reason)}
+		if dec.Request != nil {
+			details["requestId"] = dec.Request.RequestID
+		}
+		c.log.Info("pairing required", "device", shortID(a.device.ID), "reason", dec.Reason)
+		return &protocol.Error{Code: protocol.ErrNotPaired, Message: "pairing required", Details: details,
+			CloseReason: "pairing required"}
+	case pairing.ApprovedSilently:
+		if dec.Resolved != nil {
+			c.srv.bus.broadcast(protocol.EventDevicePairResolved, dec.Resolved, nil, nil)
+		}
+		c.log.Info("device approved silently (local)", "device", shortID(a.device.ID), "role", a.role)
+	}
+	a.scopes = dec.Scopes
 	if a.scopes == nil {
 		a.scopes = []string{}
+	}
+	tok, issued, minted, err := pm.EnsureToken(a.device.ID, a.role, a.scopes)
+	if err != nil {
+		c.log.Error("issue device token", "err", err)
+		return &protocol.Error{Code: protocol.ErrUnavailable, Message: "device token unavailable", Retryable: true, RetryAfterMs: 1000}
+	}
+	if minted {
+		a.token, a.issuedAt = tok, issued
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/pairing"
 	"github.com/clawgate/clawgate/protocol"
 )
 
@@ -33,7 +34,11 @@ type Options struct {
 	Version string
 	Token   SecretChecker
 	// Limiter counts auth failures; nil gets authn.DefaultLimits.
-	Limiter          *authn.Limiter
+	Limiter *authn.Limiter
+	// Pairing decides which devices may connect and issues device tokens.
+	// Nil disables device pairing: signed devices then connect on the
+	// shared token alone (only tests of the bare core do that).
+	Pairing          *pairing.Manager
 	Logger           *slog.Logger
 	Now              func() time.Time
 	TickInterval     time.Duration

@@ -16,6 +16,7 @@ func (s *Server) registerMethods() {
 	s.handle("status", false, s.methodStatus)
 	s.handle("system-presence", false, s.methodSystemPresence)
 	s.handle("last-heartbeat", false, s.methodLastHeartbeat)
+	s.registerDeviceMethods()
 }
 
 func (s *Server) healthSummary() protocol.HealthSummary {

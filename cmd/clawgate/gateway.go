@@ -15,6 +15,8 @@ import (
 	"github.com/clawgate/clawgate/authn"
 	"github.com/clawgate/clawgate/config"
 	"github.com/clawgate/clawgate/gateway"
+	"github.com/clawgate/clawgate/pairing"
+	"github.com/clawgate/clawgate/store/bolt"
 )
 
 type gatewayFlags struct {
@@ -72,8 +74,18 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	db, err := bolt.Open(p.dbFile(), bolt.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	pm, err := pairing.New(db, pairing.Options{Logger: log.With("component", "pairing")})
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
 	srv, err := gateway.New(gateway.Options{
-		Version: version, Token: secret, Logger: log,
+		Version: version, Token: secret, Logger: log, Pairing: pm,
 		AllowedHosts: cfg.Gateway.AllowedHosts, AllowedOrigins: cfg.Gateway.AllowedOrigins,
 		StateDir: p.stateDir, ConfigPath: cfgPath,
 	})

@@ -128,7 +128,9 @@ func TestGatewayLifecycle(t *testing.T) {
 	if json.Unmarshal([]byte(out), &h) != nil || h["ok"] != true {
 		t.Fatalf("health output %s", out)
 	}
-	out, err = runCLI(t, state, "call", "status", "--url", url, "--token", "wrong", "--json")
+	// The CLI's device now holds a device token, which is a credential of
+	// its own; a stranger (a fresh identity) with a wrong token is refused.
+	out, err = runCLI(t, filepath.Join(t.TempDir(), "stranger"), "call", "status", "--url", url, "--token", "wrong", "--json")
 	if err == nil {
 		t.Fatalf("wrong token exited 0: %s", out)
 	}

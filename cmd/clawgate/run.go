@@ -70,6 +70,7 @@ type paths struct {
 
 func (p paths) configFile() string { return filepath.Join(p.stateDir, config.FileName) }
 func (p paths) tokenFile() string  { return filepath.Join(p.stateDir, "gateway.token") }
+func (p paths) dbFile() string     { return filepath.Join(p.stateDir, "clawgate.db") }
 func (p paths) cliIdentity() string {
 	return filepath.Join(p.stateDir, "identity", "cli.json")
 }
