@@ -38,7 +38,10 @@ type Options struct {
 	// Pairing decides which devices may connect and issues device tokens.
 	// Nil disables device pairing: signed devices then connect on the
 	// shared token alone (only tests of the bare core do that).
-	Pairing          *pairing.Manager
+	Pairing *pairing.Manager
+	// Backup writes a consistent copy of the state to path (clawgate.backup,
+	// admin and local only). Nil leaves the method out.
+	Backup           func(path string) (int64, error)
 	Logger           *slog.Logger
 	Now              func() time.Time
 	TickInterval     time.Duration

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -17,6 +18,32 @@ func (s *Server) registerMethods() {
 	s.handle("system-presence", false, s.methodSystemPresence)
 	s.handle("last-heartbeat", false, s.methodLastHeartbeat)
 	s.registerDeviceMethods()
+	if s.opts.Backup != nil {
+		s.handle("clawgate.backup", false, s.methodBackup)
+	}
+}
+
+// methodBackup writes a hot copy of the state database. It is admin-only by
+// the default-deny scope rule, and only for local connections: a remote
+// peer must never choose a path on this host.
+func (s *Server) methodBackup(_ context.Context, c *Conn, raw json.RawMessage) (any, error) {
+	if c.authnArrival().Locality() != authn.Local {
+		return nil, &protocol.Error{Code: protocol.ErrForbidden, Message: "clawgate.backup is only available to local clients"}
+	}
+	var p struct {
+		Path string `json:"path"`
+	}
+	_ = json.Unmarshal(raw, &p)
+	if !filepath.IsAbs(p.Path) {
+		return nil, protocol.InvalidRequest("invalid clawgate.backup params: path must be absolute")
+	}
+	n, err := s.opts.Backup(p.Path)
+	if err != nil {
+		c.log.Warn("backup failed", "err", err)
+		return nil, &protocol.Error{Code: protocol.ErrUnavailable, Message: "backup failed: " + err.Error()}
+	}
+	c.log.Info("state backed up", "path", p.Path, "bytes", n)
+	return map[string]any{"path": p.Path, "bytes": n}, nil
 }
 
 func (s *Server) healthSummary() protocol.HealthSummary {

@@ -85,7 +85,7 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	}
 	defer pm.Close()
 	srv, err := gateway.New(gateway.Options{
-		Version: version, Token: secret, Logger: log, Pairing: pm,
+		Version: version, Token: secret, Logger: log, Pairing: pm, Backup: db.BackupFile,
 		AllowedHosts: cfg.Gateway.AllowedHosts, AllowedOrigins: cfg.Gateway.AllowedOrigins,
 		StateDir: p.stateDir, ConfigPath: cfgPath,
 	})

@@ -33,6 +33,8 @@ const usage = `usage: clawgate <command> [flags]
 commands:
   gateway   run the gateway in the foreground
   call      call a gateway method and print the result
+  devices   list, approve, reject and remove devices; rotate or revoke tokens
+  backup    write a consistent copy of the state database
   token     print the shared gateway token
   version   print the version
 
@@ -50,6 +52,10 @@ func run(ctx context.Context, args []string, e env) error {
 		return runGateway(ctx, rest, e)
 	case "call":
 		return runCall(ctx, rest, e)
+	case "devices":
+		return runDevices(ctx, rest, e)
+	case "backup":
+		return runBackup(ctx, rest, e)
 	case "token":
 		return runToken(rest, e)
 	case "version", "--version", "-v":
