@@ -61,6 +61,7 @@ type Arrival struct {
 	Host      string
 	Forwarded bool // proxy headers were present on the upgrade request
 	UserAgent string
+	Peer      *PeerIdentity // set by the listener's Identify (tailnet WhoIs)
 }
 
 // Session is what a successful connect established.

@@ -295,6 +295,19 @@ func authError(reason, code, msg string, canRetry bool, next string) *protocol.E
 	}}
 }
 
+// silentPairingAllowed: direct loopback (no browser, no proxy), or a
+// tailnet peer the listener's trust policy vouched for from WhoIs. Nothing
+// that arrives with a browser Origin or proxy headers qualifies.
+func (c *Conn) silentPairingAllowed() bool {
+	arr := c.authnArrival()
+	if arr.Locality() == authn.Local {
+		return true
+	}
+	p := c.arrival.Peer
+	return c.arrival.Path == authn.PathTailnet && p != nil && p.Trusted && !p.Funnel &&
+		!c.arrival.Forwarded && c.arrival.Origin == ""
+}
+
 // pair asks the pairing state machine whether this device may connect as
 // this role with these scopes. Local devices (direct loopback, no browser,
 // no proxy) are approved silently; everyone else waits for an operator.
@@ -311,7 +324,7 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 		Platform: p.Client.Platform, DeviceFamily: p.Client.DeviceFamily, DisplayName: p.Client.DisplayName,
 		RemoteIP:      c.arrival.Remote.Addr().Unmap().String(),
 		ClientKey:     authn.NewLimitKey(authn.LimitSharedSecret, arr).String(),
-		SilentAllowed: arr.Locality() == authn.Local,
+		SilentAllowed: c.silentPairingAllowed(),
 	})
 	switch {
 	case errors.Is(err, pairing.ErrTooManyPending):

@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/clawgate/clawgate/authn"
 	"github.com/clawgate/clawgate/protocol"
@@ -21,10 +23,10 @@ type SecretChecker interface {
 // forwardHeaders mark a request that passed through a proxy. Their presence
 // makes a loopback connection non-local; their values are never trusted.
 
-func (s *Server) handler(kind authn.Path) http.Handler {
+func (s *Server) handler(l Listener) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.serveRoot(w, r, kind) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.serveRoot(w, r, l) })
 	return securityHeaders(mux)
 }
 
@@ -43,12 +45,12 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte(`{"ok":true,"status":"live"}`))
 }
 
-func (s *Server) serveRoot(w http.ResponseWriter, r *http.Request, kind authn.Path) {
+func (s *Server) serveRoot(w http.ResponseWriter, r *http.Request, l Listener) {
 	if !isUpgrade(r) {
 		http.NotFound(w, r)
 		return
 	}
-	s.serveUpgrade(w, r, kind)
+	s.serveUpgrade(w, r, l)
 }
 
 func isUpgrade(r *http.Request) bool {
@@ -57,14 +59,15 @@ func isUpgrade(r *http.Request) bool {
 
 // serveUpgrade checks Host, Origin and the connection budgets before
 // answering 101, then runs the connection until it closes.
-func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, kind authn.Path) {
+func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, l Listener) {
+	kind := l.Path
 	remote, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		http.Error(w, "bad remote address", http.StatusBadRequest)
 		return
 	}
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	if !s.hostAllowed(r.Host, kind, local) {
+	if !s.hostAllowed(r.Host, l, local) {
 		s.log.Warn("upgrade refused: host not allowed", "host", r.Host, "remote", remote)
 		http.Error(w, "host not allowed", http.StatusForbidden)
 		return
@@ -85,6 +88,17 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, kind authn
 		http.Error(w, "Too many unauthenticated sockets", http.StatusServiceUnavailable)
 		return
 	}
+	var peer *PeerIdentity
+	if l.Identify != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		p, err := l.Identify(ctx, r.RemoteAddr)
+		cancel()
+		if err != nil {
+			s.log.Info("peer not identified; treated as remote", "remote", remote, "err", err)
+		} else {
+			peer = p
+		}
+	}
 	ws, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.releasePreauth(ip)
@@ -97,6 +111,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, kind authn
 		Host:      r.Host,
 		Forwarded: authn.HasForwardHeaders(r.Header),
 		UserAgent: r.UserAgent(),
+		Peer:      peer,
 	}
 	s.runConn(ws, arrival, ip)
 }
@@ -111,7 +126,8 @@ func firstOr(v []string) string {
 // hostAllowed defends against DNS rebinding: the Host header must name the
 // gateway itself. On loopback that is 127.0.0.1, [::1] or localhost on the
 // listener's port; other listeners accept only configured names.
-func (s *Server) hostAllowed(host string, kind authn.Path, local net.Addr) bool {
+func (s *Server) hostAllowed(host string, l Listener, local net.Addr) bool {
+	kind := l.Path
 	h, port, err := net.SplitHostPort(host)
 	if err != nil {
 		h, port = host, ""
@@ -121,11 +137,20 @@ func (s *Server) hostAllowed(host string, kind authn.Path, local net.Addr) bool 
 	if tcp, ok := local.(*net.TCPAddr); ok {
 		localPort = strconv.Itoa(tcp.Port)
 	}
-	for _, a := range s.opts.AllowedHosts {
-		a = strings.ToLower(a)
-		if a == strings.ToLower(host) || a == h && (port == "" || port == localPort) {
-			return true
+	matches := func(list []string) bool {
+		for _, a := range list {
+			a = strings.ToLower(a)
+			if a == strings.ToLower(host) || a == h && (port == "" || port == localPort) {
+				return true
+			}
 		}
+		return false
+	}
+	if len(l.Hosts) > 0 {
+		return matches(l.Hosts)
+	}
+	if matches(s.opts.AllowedHosts) {
+		return true
 	}
 	if kind != authn.PathLoopback {
 		return false

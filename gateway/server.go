@@ -27,6 +27,27 @@ import (
 type Listener struct {
 	net.Listener
 	Path authn.Path
+	// Hosts, when set, are the only Host header values accepted on this
+	// listener (host or host:port), e.g. the gateway's tailnet names.
+	Hosts []string
+	// Identify, when set, says who the peer at remoteAddr is (tailnet
+	// WhoIs). It runs once per upgrade, before 101; an error or timeout
+	// leaves the connection unidentified, which is treated as remote.
+	Identify func(ctx context.Context, remoteAddr string) (*PeerIdentity, error)
+}
+
+// PeerIdentity is what a listener's Identify learned about a peer from a
+// cryptographic source (never from headers).
+type PeerIdentity struct {
+	NodeID    string   // stable node id
+	NodeName  string   // e.g. "phone.tailnet-x.ts.net"
+	UserLogin string   // owner login; "" for tagged nodes
+	Tags      []string // ACL tags of the node
+	SharedIn  bool     // shared into this tailnet from another
+	Funnel    bool     // arrived from the public internet via Funnel
+	// Trusted: the listener's trust policy allows silent pairing for this
+	// peer (still with a signed challenge).
+	Trusted bool
 }
 
 // Options configure a Server. Zero values take the protocol defaults.
@@ -194,7 +215,7 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 
 func (s *Server) httpServer(l Listener) *http.Server {
 	return &http.Server{
-		Handler:           s.handler(l.Path),
+		Handler:           s.handler(l),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
@@ -249,6 +270,19 @@ func (s *Server) snapshotConns() []*Conn {
 		out = append(out, c)
 	}
 	return out
+}
+
+// CloseTailnetPeer closes every connection that arrived from the tailnet
+// node nodeID (it left the netmap or its key expired). It returns how many.
+func (s *Server) CloseTailnetPeer(nodeID string) int {
+	n := 0
+	for _, c := range s.snapshotConns() {
+		if p := c.arrival.Peer; p != nil && p.NodeID == nodeID {
+			c.abort(protocol.ClosePolicy, "tailnet peer gone")
+			n++
+		}
+	}
+	return n
 }
 
 // ConnCount returns the number of open connections.
