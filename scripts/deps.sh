@@ -58,15 +58,19 @@ ensure_pkg_json() {
 
 # install_debian_packages: the system tools the harness uses (unshare from
 # util-linux, ip from iproute2, mount; gcc for `go test -race`, which needs
-# cgo). Installs only what is missing.
+# cgo; OpenSSH server and client for the SSH-tunnel test, which starts its
+# own sshd on a loopback port). Installs only what is missing. The packaged
+# sshd service is never started (the test runs a private one).
 install_debian_packages() {
 	local missing=()
 	command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 	command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 	command -v mount >/dev/null 2>&1 || missing+=(mount)
 	command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+	[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+	{ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; } || missing+=(openssh-client)
 	if [ "${#missing[@]}" -eq 0 ]; then
-		log "debian packages: unshare, ip, mount, gcc present"
+		log "debian packages: unshare, ip, mount, gcc, sshd, ssh present"
 		return 0
 	fi
 	if [ "${CLAWGATE_DEPS_SKIP_APT:-0}" = 1 ]; then
