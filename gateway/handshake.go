@@ -277,6 +277,12 @@ func (c *Conn) authenticateDeviceToken(a *connectAttempt, token string, sharedKe
 		return nil
 	}
 	lim.Fail(key, now)
+	if token != "" {
+		// The shared token was wrong too: it counts against the shared
+		// secret's bucket as well, so a device block cannot be used to
+		// guess the shared token outside its limiter (A14, A18).
+		lim.Fail(sharedKey, now)
+	}
 	c.srv.metrics.authFailures.Add(1)
 	switch {
 	case errors.Is(err, pairing.ErrScopeMismatch):

@@ -4,6 +4,7 @@ import (
 	"embed"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"math"
 	"regexp"
 	"sort"
@@ -12,7 +13,11 @@ import (
 	"unicode/utf8"
 )
 
-//go:embed schema/gateway.schema.json
+// The contract is split by feature: schema/gateway.schema.json holds the
+// frames and core methods, and each feature adds its own file of
+// definitions and x-methods. Names must not collide across files.
+//
+//go:embed schema/*.json
 var schemaFS embed.FS
 
 // Schema is the subset of JSON Schema (draft-07) that clawgate's embedded
@@ -120,15 +125,34 @@ type Contract struct {
 	root *Schema
 }
 
-// LoadContract parses and compiles the embedded schema.
+// LoadContract parses, merges and compiles the embedded schema files.
 func LoadContract() (*Contract, error) {
-	data, err := schemaFS.ReadFile("schema/gateway.schema.json")
-	if err != nil {
-		return nil, fmt.Errorf("protocol: read schema: %w", err)
+	files, err := fs.Glob(schemaFS, "schema/*.json")
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("protocol: no embedded schema files")
 	}
-	root := new(Schema)
-	if err := json.Unmarshal(data, root); err != nil {
-		return nil, fmt.Errorf("protocol: parse schema: %w", err)
+	root := &Schema{Definitions: map[string]*Schema{}, Methods: map[string]string{}}
+	for _, name := range files {
+		data, err := schemaFS.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("protocol: read %s: %w", name, err)
+		}
+		part := new(Schema)
+		if err := json.Unmarshal(data, part); err != nil {
+			return nil, fmt.Errorf("protocol: parse %s: %w", name, err)
+		}
+		for k, v := range part.Definitions {
+			if _, dup := root.Definitions[k]; dup {
+				return nil, fmt.Errorf("protocol: %s redefines %s", name, k)
+			}
+			root.Definitions[k] = v
+		}
+		for k, v := range part.Methods {
+			if _, dup := root.Methods[k]; dup {
+				return nil, fmt.Errorf("protocol: %s redeclares method %s", name, k)
+			}
+			root.Methods[k] = v
+		}
 	}
 	c := &Contract{root: root}
 	for name, s := range root.Definitions {
@@ -142,12 +166,6 @@ func LoadContract() (*Contract, error) {
 		}
 	}
 	return c, nil
-}
-
-// SchemaJSON returns the embedded schema document.
-func SchemaJSON() []byte {
-	data, _ := schemaFS.ReadFile("schema/gateway.schema.json")
-	return data
 }
 
 func (c *Contract) compile(s *Schema) error {
