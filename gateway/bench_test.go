@@ -5,10 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/clawgate/clawgate/client"
+	"github.com/clawgate/clawgate/pairing"
 	"github.com/clawgate/clawgate/protocol"
+	"github.com/clawgate/clawgate/store/bolt"
 )
 
 // The handshake benchmarks and the ed25519 ceiling run in one `go test
@@ -94,4 +98,55 @@ func BenchmarkHealthRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchPairedGateway runs a gateway with real pairing over a bbolt file.
+func benchPairedGateway(b *testing.B) *testGateway {
+	dir := filepath.Join(b.TempDir(), "state")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, "clawgate.db"), bolt.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	pm, err := pairing.New(db, pairing.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { pm.Close(); db.Close() })
+	return startGateway(b, func(o *Options) { o.Logger = slog.New(slog.DiscardHandler); o.Pairing = pm })
+}
+
+// BenchmarkPairedDeviceConnect: a paired device reconnecting with its
+// device token only: signature check plus token-digest lookup, then
+// health.
+func BenchmarkPairedDeviceConnect(b *testing.B) {
+	g := benchPairedGateway(b)
+	id, _ := client.NewIdentity()
+	ctx := context.Background()
+	first, err := client.Dial(ctx, client.Options{URL: g.url, Token: testToken, Identity: id,
+		Scopes: []string{protocol.ScopeRead}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	devTok := first.Hello().Auth.DeviceToken
+	first.Close()
+	if devTok == "" {
+		b.Fatal("no device token issued")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := client.Dial(ctx, client.Options{URL: g.url, DeviceToken: devTok, Identity: id,
+			Scopes: []string{protocol.ScopeRead}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Call(ctx, "health", nil); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
 }
