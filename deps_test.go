@@ -19,8 +19,10 @@ var allowedImports = map[string][]string{
 	"store/bolt":   {"store"},
 	"pairing":      {"store", "authn", "protocol"},
 	"config":       {},
+	"logring":      {},
+	"deploy":       {},
 	"client":       {"protocol", "authn"},
-	"gateway":      {"protocol", "authn", "pairing", "store", "tsnode", "tlspin", "providers"},
+	"gateway":      {"protocol", "authn", "pairing", "store", "tsnode", "tlspin", "providers", "logring"},
 	"test/compat":  {"protocol", "authn", "client"},
 	"cmd/clawgate": {"*"},
 }
