@@ -25,12 +25,30 @@ var allowedImports = map[string][]string{
 	"gateway":      {"protocol", "authn", "pairing", "store", "tsnode", "tlspin", "providers", "logring"},
 	"test/compat":  {"protocol", "authn", "client"},
 	"cmd/clawgate": {"*"},
+
+	// The load tool speaks the protocol as a client only.
+	"cmd/clawgate-load": {"client", "protocol", "authn"},
+
+	"providers":              {"protocol"},
+	"providers/providertest": {"providers"},
+	"providers/telegram":     {"providers", "protocol"},
+	"providers/slack":        {"providers", "protocol"},
+	"providers/discord":      {"providers", "protocol"},
+	// Fakes of each service's wire protocol, for tests only: they import
+	// no SDK, so the providers are checked against the protocol itself.
+	"providers/telegram/fake": {},
+	"providers/slack/fake":    {},
+	"providers/discord/fake":  {},
 }
 
 // exclusiveImports: third-party packages only one module package may import.
 var exclusiveImports = map[string]string{
 	"go.etcd.io/bbolt": "store/bolt",
 	"tailscale.com":    "tsnode",
+
+	"github.com/go-telegram/bot":    "providers/telegram",
+	"github.com/slack-go/slack":     "providers/slack",
+	"github.com/bwmarrin/discordgo": "providers/discord",
 }
 
 func goList(t *testing.T, format string) []string {
