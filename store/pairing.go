@@ -63,6 +63,34 @@ type PairedDevice struct {
 	Tokens         map[string]DeviceToken `json:"tokens"`
 	CreatedAtMs    int64                  `json:"createdAtMs"`
 	ApprovedAtMs   int64                  `json:"approvedAtMs"`
+
+	// Node is the approved node capability surface (commands, caps,
+	// permissions) of a device paired for the node role; nil when none was
+	// approved. PendingNode is a node surface waiting for an operator.
+	Node        *NodeSurface `json:"node,omitempty"`
+	PendingNode *NodeSurface `json:"pendingNode,omitempty"`
+}
+
+// NodeSurface is a node's declared capability surface, as approved (in
+// PairedDevice.Node) or as requested (PairedDevice.PendingNode, with a
+// RequestID).
+type NodeSurface struct {
+	RequestID       string          `json:"requestId,omitempty"`
+	DisplayName     string          `json:"displayName,omitempty"`
+	ClientID        string          `json:"clientId,omitempty"`
+	ClientMode      string          `json:"clientMode,omitempty"`
+	Platform        string          `json:"platform,omitempty"`
+	Version         string          `json:"version,omitempty"`
+	DeviceFamily    string          `json:"deviceFamily,omitempty"`
+	ModelIdentifier string          `json:"modelIdentifier,omitempty"`
+	RemoteIP        string          `json:"remoteIp,omitempty"`
+	Caps            []string        `json:"caps"`
+	Commands        []string        `json:"commands"`
+	Permissions     map[string]bool `json:"permissions,omitempty"`
+	Silent          bool            `json:"silent,omitempty"`
+	TS              int64           `json:"ts,omitempty"`
+	CreatedAtMs     int64           `json:"createdAtMs,omitempty"`
+	ApprovedAtMs    int64           `json:"approvedAtMs,omitempty"`
 }
 
 // PairingTx is the pairing data seen from inside one transaction. Every
