@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sort"
+	"strings"
 
 	"github.com/clawgate/clawgate/authn"
 	"github.com/clawgate/clawgate/protocol"
@@ -29,10 +30,15 @@ func (s *Server) handle(name string, async bool, h handlerFunc) {
 	s.methods[name] = &method{name: name, handle: h, async: async}
 }
 
-// methodNames lists the implemented methods for hello-ok.
+// methodNames lists the implemented methods for hello-ok. clawgate's own
+// extensions ("clawgate.*") are callable but not advertised, so OpenClaw
+// clients only ever discover OpenClaw methods.
 func (s *Server) methodNames() []string {
 	names := make([]string, 0, len(s.methods))
 	for n := range s.methods {
+		if strings.HasPrefix(n, "clawgate.") {
+			continue
+		}
 		names = append(names, n)
 	}
 	sort.Strings(names)
