@@ -26,6 +26,7 @@ type SecretChecker interface {
 func (s *Server) handler(l Listener) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.serveHealthz)
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { s.serveMetrics(w, r, l) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.serveRoot(w, r, l) })
 	return securityHeaders(mux)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/logring"
 	"github.com/clawgate/clawgate/pairing"
 	"github.com/clawgate/clawgate/protocol"
 )
@@ -78,6 +79,8 @@ type Options struct {
 	AllowedOrigins []string
 	StateDir       string
 	ConfigPath     string
+	// Logs, when set, is the in-memory log ring served by logs.tail.
+	Logs *logring.Ring
 }
 
 func (o *Options) setDefaults() {
@@ -137,6 +140,7 @@ type metrics struct {
 	handshakesFailed atomic.Int64
 	authFailures     atomic.Int64
 	slowConsumers    atomic.Int64
+	accepted         [maxPaths]atomic.Int64 // TCP connections, by authn.Path
 }
 
 // New builds a Server. It does not listen; call Serve.
@@ -173,6 +177,7 @@ func New(opts Options) (*Server, error) {
 	s.methods = make(map[string]*method)
 	s.bus.init(s)
 	s.registerMethods()
+	s.registerLogMethods()
 	return s, nil
 }
 
@@ -220,6 +225,7 @@ func (s *Server) httpServer(l Listener) *http.Server {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState:         s.countAccepted(l),
 	}
 }
 

@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clawgate/clawgate/authn"
+)
+
+// maxPaths bounds the per-listener counters; authn.Path values beyond it
+// are counted as PathUnknown.
+const maxPaths = 8
+
+func pathIndex(p authn.Path) int {
+	if p < 0 || int(p) >= maxPaths {
+		return int(authn.PathUnknown)
+	}
+	return int(p)
+}
+
+// countAccepted is the http.Server ConnState hook of listener l: it counts
+// every TCP connection the listener accepts.
+func (s *Server) countAccepted(l Listener) func(net.Conn, http.ConnState) {
+	i := pathIndex(l.Path)
+	return func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.metrics.accepted[i].Add(1)
+		}
+	}
+}
+
+// serveMetrics answers GET /metrics in the Prometheus text format (0.0.4).
+// Local clients (direct loopback, no proxy headers, no browser Origin) may
+// read it; anyone else needs the shared gateway token as a bearer token,
+// and wrong tokens count toward the auth-failure limiter. The Host header
+// is checked as for the WebSocket upgrade, so a DNS-rebound page cannot
+// read it either.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, l Listener) {
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		http.Error(w, "bad remote address", http.StatusBadRequest)
+		return
+	}
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !s.hostAllowed(r.Host, l, local) {
+		http.Error(w, "host not allowed", http.StatusForbidden)
+		return
+	}
+	arr := authn.Arrival{Path: l.Path, Remote: remote, Forwarded: authn.HasForwardHeaders(r.Header), Origin: r.Header.Get("Origin")}
+	if arr.Locality() != authn.Local && !s.metricsBearerOK(w, r, arr) {
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	s.writeMetrics(w)
+}
+
+// metricsBearerOK checks "Authorization: Bearer <shared token>", answering
+// 401 or 429 itself when it fails.
+func (s *Server) metricsBearerOK(w http.ResponseWriter, r *http.Request, arr authn.Arrival) bool {
+	lim, now := s.opts.Limiter, s.opts.Now()
+	key := authn.NewLimitKey(authn.LimitSharedSecret, arr)
+	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	presented := strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(tok) != ""
+	if presented {
+		if retry, locked := lim.Check(key, now); locked {
+			s.metrics.authFailures.Add(1)
+			w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+			http.Error(w, "too many failed authentication attempts", http.StatusTooManyRequests)
+			return false
+		}
+		if s.opts.Token.Equal(strings.TrimSpace(tok)) {
+			lim.Succeed(key)
+			return true
+		}
+		lim.Fail(key, now)
+		s.metrics.authFailures.Add(1)
+		s.log.Info("metrics: bearer token refused", "remote", arr.Remote.String(), "listener", arr.Path.String())
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="clawgate"`)
+	http.Error(w, "metrics need the gateway token as a bearer token (or a local client)", http.StatusUnauthorized)
+	return false
+}
+
+// promWriter writes metric families; each family's HELP and TYPE come
+// once, before its samples.
+type promWriter struct {
+	w io.Writer
+}
+
+func (p promWriter) family(name, typ, help string) {
+	fmt.Fprintf(p.w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+}
+
+func (p promWriter) sample(name string, labels []string, v float64) {
+	var b strings.Builder
+	b.WriteString(name)
+	if len(labels) > 0 {
+		b.WriteByte('{')
+		for i := 0; i+1 < len(labels); i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(labels[i])
+			b.WriteString(`="`)
+			b.WriteString(escapeLabel(labels[i+1]))
+			b.WriteByte('"')
+		}
+		b.WriteByte('}')
+	}
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
+	b.WriteByte('\n')
+	_, _ = io.WriteString(p.w, b.String())
+}
+
+func (p promWriter) single(name, typ, help string, v float64) {
+	p.family(name, typ, help)
+	p.sample(name, nil, v)
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+
+// writeMetrics renders every metric. Nothing here carries a secret: only
+// counts, the version and listener names.
+func (s *Server) writeMetrics(w io.Writer) {
+	p := promWriter{w: w}
+	m := &s.metrics
+
+	p.family("clawgate_build_info", "gauge", "Version of the running gateway.")
+	p.sample("clawgate_build_info", []string{"version", s.opts.Version, "goversion", runtime.Version()}, 1)
+	p.single("process_start_time_seconds", "gauge", "Start time of the gateway since the Unix epoch, in seconds.",
+		float64(s.started.UnixNano())/1e9)
+
+	p.family("clawgate_connections_accepted_total", "counter", "TCP connections accepted, by listener.")
+	for i := range maxPaths {
+		if n := m.accepted[i].Load(); n > 0 || authn.Path(i) == authn.PathLoopback {
+			p.sample("clawgate_connections_accepted_total", []string{"listener", authn.Path(i).String()}, float64(n))
+		}
+	}
+
+	type key struct {
+		listener, state string
+	}
+	open := map[key]int{}
+	for _, c := range s.snapshotConns() {
+		st := "handshake"
+		if c.Session() != nil {
+			st = "authenticated"
+		}
+		open[key{c.arrival.Path.String(), st}]++
+	}
+	p.family("clawgate_connections_open", "gauge", "WebSocket connections open now, by listener and state (handshake or authenticated).")
+	// The loopback series always exist, so a scraper sees zeros, not gaps.
+	for _, st := range []string{"authenticated", "handshake"} {
+		k := key{authn.PathLoopback.String(), st}
+		open[k] = open[k]
+	}
+	keys := slices.SortedFunc(maps.Keys(open), func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.listener, b.listener), cmp.Compare(a.state, b.state))
+	})
+	for _, k := range keys {
+		p.sample("clawgate_connections_open", []string{"listener", k.listener, "state", k.state}, float64(open[k]))
+	}
+
+	p.family("clawgate_handshakes_total", "counter", "Connect handshakes, by outcome.")
+	p.sample("clawgate_handshakes_total", []string{"outcome", "ok"}, float64(m.handshakesOK.Load()))
+	p.sample("clawgate_handshakes_total", []string{"outcome", "failed"}, float64(m.handshakesFailed.Load()))
+	p.single("clawgate_auth_failures_total", "counter",
+		"Failed authentication attempts: wrong shared or device tokens, bad device proofs, refusals during a lockout, wrong /metrics bearer tokens.",
+		float64(m.authFailures.Load()))
+	p.single("clawgate_slow_consumer_closes_total", "counter",
+		"Connections closed because their bounded event queue overflowed; their queued events were dropped.",
+		float64(m.slowConsumers.Load()))
+
+	if pm := s.opts.Pairing; pm != nil {
+		if l, err := pm.List(); err == nil {
+			p.single("clawgate_pairing_requests_pending", "gauge", "Device pairing requests waiting for approval.", float64(len(l.Pending)))
+			p.single("clawgate_paired_devices", "gauge", "Paired devices.", float64(len(l.Paired)))
+		}
+	}
+
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	p.single("go_goroutines", "gauge", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
+	p.single("go_memstats_heap_alloc_bytes", "gauge", "Number of heap bytes allocated and still in use.", float64(ms.HeapAlloc))
+	p.single("go_memstats_sys_bytes", "gauge", "Number of bytes obtained from the OS.", float64(ms.Sys))
+	if rss := readRSS(); rss > 0 {
+		p.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", float64(rss))
+	}
+}
