@@ -109,3 +109,15 @@ func FuzzConnectFrame(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseStrict parses a real connect frame (the CLI's, from the
+// transcripts).
+func BenchmarkParseStrict(b *testing.B) {
+	frame := []byte(`{"type":"req","id":"1:34f9714a-49e7-4ee5-8132-d2f2618e8cf2","method":"connect","params":{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"2026.9.6","platform":"linux","deviceFamily":"Linux","mode":"cli","instanceId":"fcff68ec-85ae-4a51-a704-067d625307bf"},"caps":[],"auth":{"token":"0123456789abcdef0123456789abcdef0123456789a"},"role":"operator","scopes":["operator.read"],"device":{"id":"28f4a0ed371d63c7e1c979be5c042abb34c0f72e068044c64eb91d7cec3acaa0","publicKey":"jRceNMCtcEkwXyqyaQy0-jJWtqG7ALWcasPGYQrxnZo","signature":"-eGNrIz4z3b59NGXlt-UoArXYBsYWj5E8f-b_C6ofC1p1TP0_atuabcB3o01ghWv4agxOJRbREh7Gs06r3lkAw","signedAt":1795733542031,"nonce":"03e293f1-7d9d-4ca5-a895-58d5b42292ae"}}}`)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := ParseStrict(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

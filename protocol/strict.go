@@ -1,12 +1,12 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -27,91 +27,299 @@ var (
 // encoding/json it rejects duplicate keys, keys that differ only in case
 // within one object, nesting deeper than MaxJSONDepth, invalid UTF-8 and
 // trailing data, so that what the schema validates is exactly what the
-// typed decoder later sees.
+// typed decoder later sees. It is a single-pass recursive-descent parser;
+// FuzzParseStrict checks it against encoding/json.
 func ParseStrict(data []byte) (any, error) {
 	if !utf8.Valid(data) {
 		return nil, fmt.Errorf("%w: invalid UTF-8", ErrNotJSON)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	v, err := parseValue(dec, 0)
+	p := parser{data: data}
+	p.skipSpace()
+	v, err := p.value(0)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	p.skipSpace()
+	if p.pos != len(p.data) {
 		return nil, fmt.Errorf("%w: trailing data", ErrNotJSON)
 	}
 	return v, nil
 }
 
-func parseValue(dec *json.Decoder, depth int) (any, error) {
-	if depth > MaxJSONDepth {
-		return nil, ErrTooDeep
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
-	}
-	switch t := tok.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			return parseObject(dec, depth)
-		case '[':
-			return parseArray(dec, depth)
+type parser struct {
+	data []byte
+	pos  int
+}
+
+func (p *parser) errorf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format+" at offset %d", append([]any{ErrNotJSON}, append(args, p.pos)...)...)
+}
+
+func (p *parser) skipSpace() {
+	for p.pos < len(p.data) {
+		switch p.data[p.pos] {
+		case ' ', '\t', '\n', '\r':
+			p.pos++
+		default:
+			return
 		}
-		return nil, fmt.Errorf("%w: unexpected %q", ErrNotJSON, t)
-	default:
-		return t, nil
 	}
 }
 
-func parseObject(dec *json.Decoder, depth int) (any, error) {
+func (p *parser) value(depth int) (any, error) {
+	if depth > MaxJSONDepth {
+		return nil, ErrTooDeep
+	}
+	if p.pos >= len(p.data) {
+		return nil, p.errorf("unexpected end")
+	}
+	switch c := p.data[p.pos]; {
+	case c == '{':
+		return p.object(depth)
+	case c == '[':
+		return p.array(depth)
+	case c == '"':
+		return p.str()
+	case c == 't':
+		return true, p.literal("true")
+	case c == 'f':
+		return false, p.literal("false")
+	case c == 'n':
+		return nil, p.literal("null")
+	case c == '-' || c >= '0' && c <= '9':
+		return p.number()
+	default:
+		return nil, p.errorf("unexpected %q", c)
+	}
+}
+
+func (p *parser) literal(lit string) error {
+	if !strings.HasPrefix(string(p.data[p.pos:min(len(p.data), p.pos+len(lit))]), lit) {
+		return p.errorf("bad literal")
+	}
+	p.pos += len(lit)
+	return nil
+}
+
+func (p *parser) object(depth int) (any, error) {
+	p.pos++ // '{'
 	obj := make(map[string]any)
-	var folded map[string]string
-	for dec.More() {
-		tok, err := dec.Token()
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == '}' {
+		p.pos++
+		return obj, nil
+	}
+	for {
+		p.skipSpace()
+		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
+			return nil, p.errorf("object key is not a string")
+		}
+		key, err := p.str()
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
+			return nil, err
 		}
-		key, ok := tok.(string)
-		if !ok {
-			return nil, fmt.Errorf("%w: object key is not a string", ErrNotJSON)
+		if err := checkKey(obj, key); err != nil {
+			return nil, err
 		}
-		if _, dup := obj[key]; dup {
-			return nil, fmt.Errorf("%w: %q", ErrDuplicateKey, key)
+		p.skipSpace()
+		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
+			return nil, p.errorf("missing ':'")
 		}
-		if folded == nil {
-			folded = make(map[string]string)
-		}
-		lk := strings.ToLower(key)
-		if prev, seen := folded[lk]; seen {
-			return nil, fmt.Errorf("%w: %q and %q", ErrCaseVariant, prev, key)
-		}
-		folded[lk] = key
-		v, err := parseValue(dec, depth+1)
+		p.pos++
+		p.skipSpace()
+		v, err := p.value(depth + 1)
 		if err != nil {
 			return nil, err
 		}
 		obj[key] = v
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return nil, p.errorf("unterminated object")
+		}
+		switch p.data[p.pos] {
+		case ',':
+			p.pos++
+		case '}':
+			p.pos++
+			return obj, nil
+		default:
+			return nil, p.errorf("expected ',' or '}'")
+		}
 	}
-	if _, err := dec.Token(); err != nil { // closing '}'
-		return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
-	}
-	return obj, nil
 }
 
-func parseArray(dec *json.Decoder, depth int) (any, error) {
+// checkKey rejects a key already present, or present in another case.
+func checkKey(obj map[string]any, key string) error {
+	if _, dup := obj[key]; dup {
+		return fmt.Errorf("%w: %q", ErrDuplicateKey, key)
+	}
+	for k := range obj {
+		if strings.EqualFold(k, key) {
+			return fmt.Errorf("%w: %q and %q", ErrCaseVariant, k, key)
+		}
+	}
+	return nil
+}
+
+func (p *parser) array(depth int) (any, error) {
+	p.pos++ // '['
 	arr := make([]any, 0, 4)
-	for dec.More() {
-		v, err := parseValue(dec, depth+1)
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == ']' {
+		p.pos++
+		return arr, nil
+	}
+	for {
+		p.skipSpace()
+		v, err := p.value(depth + 1)
 		if err != nil {
 			return nil, err
 		}
 		arr = append(arr, v)
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return nil, p.errorf("unterminated array")
+		}
+		switch p.data[p.pos] {
+		case ',':
+			p.pos++
+		case ']':
+			p.pos++
+			return arr, nil
+		default:
+			return nil, p.errorf("expected ',' or ']'")
+		}
 	}
-	if _, err := dec.Token(); err != nil { // closing ']'
-		return nil, fmt.Errorf("%w: %v", ErrNotJSON, err)
+}
+
+// str parses a string starting at the opening quote.
+func (p *parser) str() (string, error) {
+	p.pos++ // '"'
+	start := p.pos
+	// Fast path: no escapes.
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		if c == '"' {
+			s := string(p.data[start:p.pos])
+			p.pos++
+			return s, nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return "", p.errorf("control character in string")
+		}
+		p.pos++
 	}
-	return arr, nil
+	buf := make([]byte, 0, p.pos-start+16)
+	buf = append(buf, p.data[start:p.pos]...)
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		switch {
+		case c == '"':
+			p.pos++
+			return string(buf), nil
+		case c < 0x20:
+			return "", p.errorf("control character in string")
+		case c != '\\':
+			buf = append(buf, c)
+			p.pos++
+			continue
+		}
+		p.pos++ // backslash
+		if p.pos >= len(p.data) {
+			break
+		}
+		e := p.data[p.pos]
+		p.pos++
+		switch e {
+		case '"', '\\', '/':
+			buf = append(buf, e)
+		case 'b':
+			buf = append(buf, '\b')
+		case 'f':
+			buf = append(buf, '\f')
+		case 'n':
+			buf = append(buf, '\n')
+		case 'r':
+			buf = append(buf, '\r')
+		case 't':
+			buf = append(buf, '\t')
+		case 'u':
+			r, ok := p.hex4()
+			if !ok {
+				return "", p.errorf("bad \\u escape")
+			}
+			if utf16.IsSurrogate(r) {
+				// A valid pair combines; anything else becomes U+FFFD,
+				// as encoding/json does.
+				if p.pos+1 < len(p.data) && p.data[p.pos] == '\\' && p.data[p.pos+1] == 'u' {
+					save := p.pos
+					p.pos += 2
+					if r2, ok := p.hex4(); ok {
+						if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+							buf = utf8.AppendRune(buf, dec)
+							continue
+						}
+					}
+					p.pos = save
+				}
+				r = utf8.RuneError
+			}
+			buf = utf8.AppendRune(buf, r)
+		default:
+			return "", p.errorf("bad escape")
+		}
+	}
+	return "", p.errorf("unterminated string")
+}
+
+func (p *parser) hex4() (rune, bool) {
+	if p.pos+4 > len(p.data) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(p.data[p.pos:p.pos+4]), 16, 32)
+	if err != nil {
+		return 0, false
+	}
+	p.pos += 4
+	return rune(n), true
+}
+
+// number scans a JSON number and returns it as json.Number.
+func (p *parser) number() (any, error) {
+	start := p.pos
+	if p.data[p.pos] == '-' {
+		p.pos++
+	}
+	digits := func() int {
+		n := 0
+		for p.pos < len(p.data) && p.data[p.pos] >= '0' && p.data[p.pos] <= '9' {
+			p.pos++
+			n++
+		}
+		return n
+	}
+	if p.pos < len(p.data) && p.data[p.pos] == '0' {
+		p.pos++
+	} else if digits() == 0 {
+		return nil, p.errorf("bad number")
+	}
+	if p.pos < len(p.data) && p.data[p.pos] == '.' {
+		p.pos++
+		if digits() == 0 {
+			return nil, p.errorf("bad number")
+		}
+	}
+	if p.pos < len(p.data) && (p.data[p.pos] == 'e' || p.data[p.pos] == 'E') {
+		p.pos++
+		if p.pos < len(p.data) && (p.data[p.pos] == '+' || p.data[p.pos] == '-') {
+			p.pos++
+		}
+		if digits() == 0 {
+			return nil, p.errorf("bad number")
+		}
+	}
+	return json.Number(p.data[start:p.pos]), nil
 }
