@@ -13,6 +13,7 @@ const module = "github.com/clawgate/clawgate"
 // the module packages it may import. Anything not listed may import nothing
 // from the module.
 var allowedImports = map[string][]string{
+	"schedule":     {},
 	"protocol":     {},
 	"authn":        {"protocol"},
 	"store":        {},
