@@ -38,6 +38,17 @@ type Options struct {
 	MinProtocol  int // default protocol.Version
 	MaxProtocol  int // default protocol.Version
 
+	// TLSFingerprint pins the gateway's certificate for wss:// URLs: one
+	// or more comma-separated SHA-256 fingerprints, "sha256:<hex>" of the
+	// leaf certificate (OpenClaw's tlsFingerprint) or "spki-sha256:<hex>"
+	// of its public key. The pin is checked inside the TLS handshake (see
+	// client/tls.go).
+	TLSFingerprint string
+	// AllowInsecurePlaintext permits ws:// to a host that is not a
+	// loopback IP literal. Dangerous: credentials cross the network in
+	// the clear.
+	AllowInsecurePlaintext bool
+
 	Dialer *websocket.Dialer
 	Header http.Header
 	// OnEvent receives every event after the handshake, in order, on the
@@ -109,17 +120,23 @@ type frame struct {
 	StateVersion *protocol.StateVersion `json:"stateVersion"`
 }
 
-// Dial connects, completes the handshake and returns a ready client. A
-// refused connect returns a *RemoteError (with the close code in a wrapped
+// Dial connects, completes the handshake and returns a ready client.
+// Before touching the network it applies the transport policy of
+// client/tls.go: plaintext ws:// only to loopback IP literals (unless
+// AllowInsecurePlaintext), TLSFingerprint only with wss://. A pin mismatch
+// fails inside the TLS handshake (errors.Is tlspin.ErrCertificateChanged);
+// an untrusted certificate without a pin is tlspin.ErrUnknownCertificate.
+// A refused connect returns a *RemoteError (with the close code in a wrapped
 // *CloseError when the gateway sent one).
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	opts.defaults()
-	d := opts.Dialer
-	if d == nil {
-		d = &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	d, err := opts.transport()
+	if err != nil {
+		return nil, err
 	}
 	ws, resp, err := d.DialContext(ctx, opts.URL, opts.Header)
 	if err != nil {
+		err = explainDialError(err, d)
 		if resp != nil {
 			return nil, fmt.Errorf("client.Dial %s: %w (HTTP %d)", opts.URL, err, resp.StatusCode)
 		}

@@ -65,36 +65,36 @@ func (e *PinMismatchError) Is(target error) bool { return target == ErrCertifica
 
 // VerifyError is a failed verification of an unpinned certificate, with
 // the fingerprints the server presented. It is ErrUnknownCertificate when
-// no trusted authority signed it; other failures (expired, wrong host
-// name) unwrap to the standard library's error.
+// no trusted authority signed it (whatever else is wrong with it); other
+// failures of a trusted certificate (expired, wrong host name) unwrap to
+// the standard library's error.
 type VerifyError struct {
 	Presented Presented
-	Err       error // the *tls.CertificateVerificationError or x509 error
+	Err       error // the *tls.CertificateVerificationError
+	untrusted bool
 }
 
 func (e *VerifyError) Error() string {
-	if e.unknown() {
+	if e.untrusted {
 		return "unknown certificate: the gateway's certificate is not signed by a trusted authority and no fingerprint is pinned " +
 			"(it presented " + e.Presented.String() + "); if this is your gateway, check the fingerprint on its host and pin it"
 	}
 	return "TLS certificate verification failed: " + e.Err.Error() + " (the gateway presented " + e.Presented.String() + ")"
 }
 
-func (e *VerifyError) unknown() bool {
-	var ua x509.UnknownAuthorityError
-	return errors.As(e.Err, &ua)
-}
-
 // Is makes a VerifyError for an untrusted authority match
 // ErrUnknownCertificate.
-func (e *VerifyError) Is(target error) bool { return target == ErrUnknownCertificate && e.unknown() }
+func (e *VerifyError) Is(target error) bool { return target == ErrUnknownCertificate && e.untrusted }
 
 func (e *VerifyError) Unwrap() error { return e.Err }
 
 // Explain turns the standard library's certificate verification error in
-// err's chain into a *VerifyError carrying the presented fingerprints. Any
-// other error is returned unchanged.
-func Explain(err error) error {
+// err's chain into a *VerifyError carrying the presented fingerprints;
+// roots are the authorities the client trusted (nil: the system's). Go
+// checks the host name before the chain, so a host name failure is
+// re-checked against roots to tell an unknown certificate from a trusted
+// one for another name. Any other error is returned unchanged.
+func Explain(err error, roots *x509.CertPool) error {
 	var cve *tls.CertificateVerificationError
 	if err == nil || !errors.As(err, &cve) || len(cve.UnverifiedCertificates) == 0 {
 		return err
@@ -103,7 +103,22 @@ func Explain(err error) error {
 	if errors.As(err, &ve) {
 		return err
 	}
-	return &VerifyError{Presented: presentedOf(cve.UnverifiedCertificates[0]), Err: err}
+	leaf := cve.UnverifiedCertificates[0]
+	ve = &VerifyError{Presented: presentedOf(leaf), Err: err}
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	switch {
+	case errors.As(err, &ua):
+		ve.untrusted = true
+	case errors.As(err, &he):
+		inter := x509.NewCertPool()
+		for _, c := range cve.UnverifiedCertificates[1:] {
+			inter.AddCert(c)
+		}
+		_, verr := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: leaf.NotBefore.Add(time.Second)})
+		ve.untrusted = errors.As(verr, &ua)
+	}
+	return ve
 }
 
 // ClientOptions configure ClientConfig.

@@ -185,7 +185,7 @@ const (
 // be private) signs the new certificate; with NewKey a new key replaces it
 // first. If the certificate cannot be read, Rotate issues a fresh one.
 func Rotate(certFile, keyFile string, mode RotateMode, o Options) (*Pair, error) {
-	if old, err := readCert(certFile); err == nil {
+	if old, err := ReadCertificate(certFile); err == nil {
 		if len(o.Hosts) == 0 {
 			o.Hosts = hostsOf(old)
 		}
@@ -269,16 +269,27 @@ func readKey(path string) (crypto.Signer, error) {
 	}
 }
 
-func readCert(path string) (*x509.Certificate, error) {
+// ReadCertificate reads the first PEM certificate in path (the leaf of a
+// chain). It needs no key: fingerprints are public.
+func ReadCertificate(path string) (*x509.Certificate, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tlspin: %w", err)
 	}
-	b, _ := pem.Decode(data)
-	if b == nil || b.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("tlspin: %s holds no PEM certificate", path)
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return nil, fmt.Errorf("tlspin: %s holds no PEM certificate", path)
+		}
+		if b.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("tlspin: %s: %w", path, err)
+			}
+			return c, nil
+		}
 	}
-	return x509.ParseCertificate(b.Bytes)
 }
 
 func hostsOf(c *x509.Certificate) []string {

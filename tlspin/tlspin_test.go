@@ -381,13 +381,19 @@ func TestUnpinnedVerification(t *testing.T) {
 
 	// Self-signed and not trusted, no pin: unknown certificate.
 	_, err = exchange(addr, ClientConfig(ClientOptions{ServerName: "gw.example"}))
-	err = Explain(err)
+	err = Explain(err, nil)
 	var ve *VerifyError
 	if !errors.Is(err, ErrUnknownCertificate) || !errors.As(err, &ve) || ve.Presented.Cert != p.CertFingerprint() {
 		t.Fatalf("untrusted self-signed: %v, want ErrUnknownCertificate with the fingerprint", err)
 	}
 	if !strings.Contains(err.Error(), "unknown certificate") || !strings.Contains(err.Error(), p.CertFingerprint().String()) {
 		t.Errorf("message: %v", err)
+	}
+
+	// Untrusted and for another name: still unknown first of all.
+	_, err = exchange(addr, ClientConfig(ClientOptions{ServerName: "other.example"}))
+	if !errors.Is(Explain(err, nil), ErrUnknownCertificate) {
+		t.Fatalf("untrusted, wrong name: %v, want ErrUnknownCertificate", Explain(err, nil))
 	}
 
 	// Trusted root, right name: verifies.
@@ -397,14 +403,14 @@ func TestUnpinnedVerification(t *testing.T) {
 	// Trusted root, wrong host name: fails chain verification.
 	_, err = exchange(addr, ClientConfig(ClientOptions{ServerName: "other.example", RootCAs: roots}))
 	var he x509.HostnameError
-	if !errors.As(Explain(err), &he) || errors.Is(Explain(err), ErrUnknownCertificate) {
+	if !errors.As(Explain(err, roots), &he) || errors.Is(Explain(err, roots), ErrUnknownCertificate) {
 		t.Fatalf("wrong host name: %v, want x509.HostnameError", err)
 	}
 	// Trusted root, expired: fails chain verification.
 	later := func() time.Time { return now.Add(DefaultValidity + 48*time.Hour) }
 	_, err = exchange(addr, ClientConfig(ClientOptions{ServerName: "gw.example", RootCAs: roots, Time: later}))
 	var ie x509.CertificateInvalidError
-	if !errors.As(Explain(err), &ie) || ie.Reason != x509.Expired {
+	if !errors.As(Explain(err, roots), &ie) || ie.Reason != x509.Expired {
 		t.Fatalf("expired: %v, want x509.CertificateInvalidError Expired", err)
 	}
 }
