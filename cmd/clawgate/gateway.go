@@ -51,6 +51,7 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	log, logs := withLogRing(log, f.verbose)
 	p, err := resolvePaths(f.stateDir, e)
 	if err != nil {
 		return err
@@ -87,7 +88,7 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	srv, err := gateway.New(gateway.Options{
 		Version: version, Token: secret, Logger: log, Pairing: pm, Backup: db.BackupFile,
 		AllowedHosts: cfg.Gateway.AllowedHosts, AllowedOrigins: cfg.Gateway.AllowedOrigins,
-		StateDir: p.stateDir, ConfigPath: cfgPath,
+		StateDir: p.stateDir, ConfigPath: cfgPath, Logs: logs,
 	})
 	if err != nil {
 		return err
@@ -101,6 +102,12 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	}
 	log.Info("gateway listening", "addr", ln.Addr().String(), "stateDir", p.stateDir,
 		"version", version, "startupMs", time.Since(start).Milliseconds())
+	sd, err := newNotifier(e.getenv, log)
+	if err != nil {
+		log.Warn("not notifying systemd", "err", err)
+	}
+	defer sd.close()
+	sd.ready(ctx, e.getenv, "listening on "+ln.Addr().String(), healthCheck("http://"+ln.Addr().String()+"/healthz"))
 	err = srv.Serve(ctx, gateway.Listener{Listener: ln, Path: authn.PathLoopback})
 	log.Info("gateway stopped")
 	return err
