@@ -100,6 +100,10 @@ type replyThen struct {
 
 func (s *Server) run(c *Conn, m *method, req *protocol.Request) {
 	payload, err := m.handle(c.ctx, c, req.Params)
+	if mr, ok := payload.(multiReply); ok && err == nil {
+		mr.reply(c, req.ID) // agent: the ack now, the final later (agent.go)
+		return
+	}
 	if rt, ok := payload.(replyThen); ok && err == nil {
 		c.send(protocol.OKResponse(req.ID, rt.payload))
 		if rt.after != nil {

@@ -48,7 +48,7 @@ func (s *Server) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) serveRoot(w http.ResponseWriter, r *http.Request, l Listener) {
 	if !isUpgrade(r) {
-		http.NotFound(w, r)
+		s.serveWebChat(w, r, l)
 		return
 	}
 	s.serveUpgrade(w, r, l)

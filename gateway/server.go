@@ -79,6 +79,11 @@ type Options struct {
 	AllowedOrigins []string
 	StateDir       string
 	ConfigPath     string
+	// Agent configures agent runs and chat sessions (agent.go).
+	Agent AgentOptions
+	// WebChat, when set, answers GET requests on the gateway port that are
+	// not WebSocket upgrades (the embedded WebChat page).
+	WebChat http.Handler
 	// Logs, when set, is the in-memory log ring served by logs.tail.
 	Logs *logring.Ring
 }
@@ -131,6 +136,7 @@ type Server struct {
 
 	bus     bus
 	dedupe  *dedupeCache
+	agents  *agentRuns // agent runs and chat sessions (agent.go)
 	metrics metrics
 	wg      sync.WaitGroup // connection and background goroutines
 }
@@ -177,6 +183,7 @@ func New(opts Options) (*Server, error) {
 	s.methods = make(map[string]*method)
 	s.bus.init(s)
 	s.registerMethods()
+	s.initAgents()
 	s.registerLogMethods()
 	return s, nil
 }
@@ -206,12 +213,14 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	go func() { defer s.wg.Done(); s.tickLoop(bgCtx) }()
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.bus.presenceLoop(bgCtx) }()
+	stopAgents := s.startAgents()
 
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	stopAgents() // runs end as aborted and are recorded before sockets close
 	s.shutdown(servers)
 	stopBg()
 	s.wg.Wait()
