@@ -27,6 +27,7 @@ type callFlags struct {
 	json     bool
 	timeout  time.Duration
 	stateDir string
+	tls      callTLSFlags
 }
 
 func runCall(ctx context.Context, args []string, e env) error {
@@ -39,6 +40,7 @@ func runCall(ctx context.Context, args []string, e env) error {
 	fs.BoolVar(&f.json, "json", false, "print machine-readable JSON, errors included")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "give up after this long")
 	fs.StringVar(&f.stateDir, "state-dir", "", "state directory holding this CLI's device identity")
+	f.tls.register(fs)
 	method, rest := splitMethod(args)
 	if err := fs.Parse(rest); err != nil {
 		return exitError{err: err, silent: true}
@@ -83,8 +85,9 @@ func splitMethod(args []string) (string, []string) {
 
 // dialAdmin connects as this machine's CLI device, reusing a device token
 // the gateway issued earlier and storing a new one.
-func dialAdmin(ctx context.Context, url, token, stateDir string, e env) (*client.Client, error) {
-	p, err := resolvePaths(stateDir, e)
+func dialAdmin(ctx context.Context, f callFlags, e env) (*client.Client, error) {
+	url, token := f.url, f.token
+	p, err := resolvePaths(f.stateDir, e)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +115,7 @@ func dialAdmin(ctx context.Context, url, token, stateDir string, e env) (*client
 		Identity: ids.Identity(), ClientID: "cli", ClientMode: "cli", Version: version,
 		Scopes: adminScopes,
 	}
-	c, err := client.Dial(ctx, opts)
+	c, url, err := dialSecure(ctx, opts, f, p, ids, e)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +128,7 @@ func dialAdmin(ctx context.Context, url, token, stateDir string, e env) (*client
 }
 
 func callOnce(ctx context.Context, f callFlags, method string, params any, e env) (json.RawMessage, error) {
-	c, err := dialAdmin(ctx, f.url, f.token, f.stateDir, e)
+	c, err := dialAdmin(ctx, f, e)
 	if err != nil {
 		return nil, err
 	}

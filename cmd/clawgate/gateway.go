@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/clawgate/clawgate/authn"
@@ -27,6 +23,7 @@ type gatewayFlags struct {
 	stateDir  string
 	config    string
 	logFormat string
+	tls       tlsFlags
 }
 
 func runGateway(ctx context.Context, args []string, e env) error {
@@ -35,12 +32,13 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.IntVar(&f.port, "port", 0, "port to listen on (default 18789)")
-	fs.StringVar(&f.bind, "bind", "", `address to bind: "loopback" (default) or a loopback IP`)
+	fs.StringVar(&f.bind, "bind", "", `address to bind: "loopback" (default), "lan" (every interface) or an IP; beyond loopback needs --tls`)
 	fs.StringVar(&f.token, "token", "", "shared gateway token (default: $CLAWGATE_GATEWAY_TOKEN, $OPENCLAW_GATEWAY_TOKEN, or the state dir's generated token)")
 	fs.BoolVar(&f.verbose, "verbose", false, "log debug detail")
 	fs.StringVar(&f.stateDir, "state-dir", "", "state directory (default $CLAWGATE_STATE_DIR, $XDG_STATE_HOME/clawgate or ~/.clawgate)")
 	fs.StringVar(&f.config, "config", "", "config file (default <state-dir>/clawgate.json)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	f.tls.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return exitError{err: err, silent: true}
 	}
@@ -67,11 +65,11 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	addr, err := listenAddr(f, cfg.Gateway)
+	plan, err := planListen(f, cfg.Gateway, p, log)
 	if err != nil {
 		return err
 	}
-	secret, err := loadSharedToken(f.token, e, p, cfg.Gateway, log)
+	secret, err := loadSharedToken(f.token, e, p, cfg.Gateway, log, plan)
 	if err != nil {
 		return err
 	}
@@ -93,22 +91,20 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", addr.String())
+	lns, err := plan.listen()
 	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return fmt.Errorf("gateway: %s is already in use (another clawgate or OpenClaw gateway running?)", addr)
-		}
-		return fmt.Errorf("gateway: listen: %w", err)
+		return err
 	}
-	log.Info("gateway listening", "addr", ln.Addr().String(), "stateDir", p.stateDir,
-		"version", version, "startupMs", time.Since(start).Milliseconds())
+	ln := lns[0].Listener
+	log.Info("gateway listening", append([]any{"addr", ln.Addr().String(), "stateDir", p.stateDir,
+		"version", version, "startupMs", time.Since(start).Milliseconds()}, plan.logAttrs()...)...)
 	sd, err := newNotifier(e.getenv, log)
 	if err != nil {
 		log.Warn("not notifying systemd", "err", err)
 	}
 	defer sd.close()
 	sd.ready(ctx, e.getenv, "listening on "+ln.Addr().String(), healthCheck("http://"+ln.Addr().String()+"/healthz"))
-	err = srv.Serve(ctx, gateway.Listener{Listener: ln, Path: authn.PathLoopback})
+	err = srv.Serve(ctx, lns...)
 	log.Info("gateway stopped")
 	return err
 }
@@ -128,45 +124,10 @@ func newLogger(e env, format string, verbose bool) (*slog.Logger, error) {
 	return nil, fmt.Errorf("gateway: --log-format must be text or json, not %q", format)
 }
 
-// listenAddr resolves --bind/--port against the config. Only loopback
-// binds are served in plaintext.
-func listenAddr(f gatewayFlags, g config.Gateway) (netip.AddrPort, error) {
-	port := config.DefaultPort
-	if g.Port != 0 {
-		port = g.Port
-	}
-	if f.port != 0 {
-		port = f.port
-	}
-	if port < 0 || port > 65535 {
-		return netip.AddrPort{}, fmt.Errorf("gateway: --port %d is out of range", port)
-	}
-	bind := g.Bind
-	if f.bind != "" {
-		bind = f.bind
-	}
-	var ip netip.Addr
-	switch bind {
-	case "", "loopback", "localhost":
-		ip = netip.MustParseAddr("127.0.0.1")
-	default:
-		a, err := netip.ParseAddr(bind)
-		if err != nil {
-			return netip.AddrPort{}, fmt.Errorf("gateway: --bind %q is not \"loopback\" or an IP address", bind)
-		}
-		ip = a
-	}
-	if !ip.Unmap().IsLoopback() {
-		return netip.AddrPort{}, fmt.Errorf("gateway: refusing to bind %s: a plaintext listener beyond loopback would expose the gateway; "+
-			"use the tailnet, an SSH tunnel (ssh -N -L %d:127.0.0.1:%d host), or TLS", bind, port, port)
-	}
-	return netip.AddrPortFrom(ip, uint16(port)), nil
-}
-
 // loadSharedToken picks the token from the flag, the environment, or the
 // state directory (generating one on first start). It never logs the
-// token.
-func loadSharedToken(flagToken string, e env, p paths, g config.Gateway, log *slog.Logger) (authn.SharedSecret, error) {
+// token. A weak token is refused when the plan listens beyond loopback.
+func loadSharedToken(flagToken string, e env, p paths, g config.Gateway, log *slog.Logger, plan *listenPlan) (authn.SharedSecret, error) {
 	tok, source := flagToken, "--token"
 	if tok == "" {
 		tok, source = envToken(e), "environment"
@@ -188,6 +149,10 @@ func loadSharedToken(flagToken string, e env, p paths, g config.Gateway, log *sl
 		}
 	}
 	if err := authn.CheckTokenStrength(tok); err != nil {
+		if plan.remote {
+			return authn.SharedSecret{}, fmt.Errorf("gateway: refusing to listen beyond loopback with a weak shared token (from %s): "+
+				"use at least %d random characters, e.g. the generated one (unset the flag and environment, then: clawgate token)", source, authn.MinTokenLen)
+		}
 		log.Warn("weak gateway token; use at least "+strconv.Itoa(authn.MinTokenLen)+" random characters", "source", source)
 	}
 	return authn.NewSharedSecret(tok)

@@ -36,6 +36,8 @@ commands:
   devices   list, approve, reject and remove devices; rotate or revoke tokens
   backup    write a consistent copy of the state database
   token     print the shared gateway token
+  tls       print the TLS certificate fingerprints; rotate the certificate
+  tunnel    print (or run) the ssh command that tunnels to a remote gateway
   version   print the version
 
 Run "clawgate <command> -h" for a command's flags.
@@ -58,6 +60,10 @@ func run(ctx context.Context, args []string, e env) error {
 		return runBackup(ctx, rest, e)
 	case "token":
 		return runToken(rest, e)
+	case "tls":
+		return runTLS(rest, e)
+	case "tunnel":
+		return runTunnel(ctx, rest, e)
 	case "version", "--version", "-v":
 		fmt.Fprintln(e.stdout, "clawgate", version)
 		return nil
