@@ -40,14 +40,20 @@ type Conn struct {
 	aborted     atomic.Bool // queued frames were dropped; stop writing them
 	closeCode   int
 	closeReason string
-	wake        chan struct{}
-
-	writerDone chan struct{}
+	// The writer goroutine runs only while there is something to send:
+	// signal starts it, it exits once the queue is empty, so an idle
+	// connection holds no writer stack. At most one runs at a time.
+	writing    bool
+	noWriter   bool // the reader has ended; end() finishes the close
+	closeSent  bool // the close frame went out (or the socket was closed)
+	writers    sync.WaitGroup
 	readerDone chan struct{}
 	ctx        context.Context // canceled when the connection ends
 	cancel     context.CancelFunc
 
-	unauthorizedStreak int // touched only by the reader goroutine
+	unauthorizedStreak int       // touched only by the reader goroutine
+	pingWindow         time.Time // reader goroutine only: ping rate window
+	pings              int
 	inflight           chan struct{}
 }
 
@@ -123,10 +129,23 @@ func (c *Conn) enqueueEvent(name string, payload json.RawMessage, sv *protocol.S
 	return c.enqueue(encodeEvent(name, payload, &seq, sv))
 }
 
+// signal makes sure a writer runs to send what is queued (and the close
+// frame once closing is set).
 func (c *Conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	c.mu.Lock()
+	start := !c.writing && !c.noWriter
+	if start {
+		c.writing = true
+		c.writers.Add(1)
+		c.srv.wg.Add(1)
+	}
+	c.mu.Unlock()
+	if start {
+		go func() {
+			defer c.srv.wg.Done()
+			defer c.writers.Done()
+			c.writeLoop()
+		}()
 	}
 }
 
@@ -168,20 +187,22 @@ func (c *Conn) abort(code int, reason string) {
 	c.signal()
 }
 
-// writeLoop is the connection's only writer.
+// writeLoop is the connection's only writer while it runs. It sends
+// batches until the queue is empty, then returns; after a close request it
+// sends the close frame and returns for good.
 func (c *Conn) writeLoop() {
-	defer close(c.writerDone)
 	for {
-		select {
-		case <-c.wake:
-		case <-c.ctx.Done():
-			c.finishClose()
-			return
-		}
 		c.mu.Lock()
 		batch := c.queue
 		c.queue, c.queued = nil, 0
-		closing, code, reason := c.closing, c.closeCode, c.closeReason
+		closing := c.closing
+		if len(batch) == 0 && !closing || c.ctx.Err() != nil {
+			// Nothing to send, or the reader has ended and its
+			// finishClose takes over.
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
 		c.mu.Unlock()
 		for _, frame := range batch {
 			if c.aborted.Load() {
@@ -189,29 +210,48 @@ func (c *Conn) writeLoop() {
 			}
 			_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 			if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+				c.mu.Lock()
+				c.closeSent = true // nothing more can be written
+				c.mu.Unlock()
 				c.cancel()
 				_ = c.ws.NetConn().Close()
 				return
 			}
 		}
 		if closing || c.aborted.Load() {
-			c.mu.Lock()
-			code, reason = c.closeCode, c.closeReason
-			c.mu.Unlock()
-			c.writeClose(code, reason)
+			c.sendClose()
 			return
 		}
 	}
 }
 
-// finishClose runs when the connection ended without an explicit close
-// request (the reader saw an error); it just releases the socket.
+// sendClose sends the requested close frame once, then waits for the
+// reader (writeClose).
+func (c *Conn) sendClose() {
+	c.mu.Lock()
+	if c.closeSent {
+		c.mu.Unlock()
+		return
+	}
+	c.closeSent = true
+	code, reason := c.closeCode, c.closeReason
+	c.mu.Unlock()
+	c.writeClose(code, reason)
+}
+
+// finishClose runs on the reader goroutine once it has ended: it waits
+// for a running writer, and sends the requested close frame if the writer
+// did not, or just releases the socket.
 func (c *Conn) finishClose() {
 	c.mu.Lock()
-	closing, code, reason := c.closing, c.closeCode, c.closeReason
+	c.noWriter = true
 	c.mu.Unlock()
-	if closing {
-		c.writeClose(code, reason)
+	c.writers.Wait()
+	c.mu.Lock()
+	closing, sent := c.closing, c.closeSent
+	c.mu.Unlock()
+	if closing && !sent {
+		c.sendClose()
 		return
 	}
 	_ = c.ws.NetConn().Close()

@@ -17,8 +17,14 @@ import (
 // running at once.
 const maxInflight = 32
 
-// runConn owns a connection from 101 until it is closed. It runs in the
-// HTTP handler goroutine, which is the connection's only reader.
+// runConn owns a connection from 101 until it is closed. It runs the
+// handshake in the HTTP handler goroutine; once the connection is
+// authenticated it hands the connection to a fresh reader goroutine and
+// returns, so the handler goroutine's grown stack and everything net/http
+// keeps for a hijacked request (its 4 KiB bufio reader and writer, the
+// parsed request) are released while the connection stays open. An idle
+// authenticated connection then costs two small goroutines and its
+// WebSocket state. The reader is still the connection's only reader.
 func (s *Server) runConn(ws *websocket.Conn, arrival Arrival, ip string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
@@ -27,8 +33,6 @@ func (s *Server) runConn(ws *websocket.Conn, arrival Arrival, ip string) {
 		id:         newUUID(),
 		arrival:    arrival,
 		nonce:      newUUID(),
-		wake:       make(chan struct{}, 1),
-		writerDone: make(chan struct{}),
 		readerDone: make(chan struct{}),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -42,21 +46,19 @@ func (s *Server) runConn(ws *websocket.Conn, arrival Arrival, ip string) {
 		s.releasePreauth(ip)
 		return
 	}
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); c.writeLoop() }()
-
-	authed := false
-	defer func() {
+	// end runs once the reader is done, on whichever goroutine read last.
+	end := func(authed bool) {
 		close(c.readerDone)
 		cancel()
-		<-c.writerDone
+		c.finishClose()
 		if !authed {
 			s.releasePreauth(ip)
 		}
 		s.removeConn(c)
-	}()
+	}
 
 	ws.SetReadLimit(protocol.MaxPreauthPayload)
+	ws.SetPingHandler(c.onPing)
 	_ = ws.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 	c.challengeTs = s.nowMs()
 	c.send(protocol.Event{Type: protocol.TypeEvent, Event: protocol.EventChallenge,
@@ -64,22 +66,57 @@ func (s *Server) runConn(ws *websocket.Conn, arrival Arrival, ip string) {
 
 	if !c.handshake() {
 		c.drain()
+		end(false)
 		return
 	}
-	authed = true
 	s.releasePreauth(ip)
 	ws.SetReadLimit(protocol.MaxPayload)
 	c.armReadDeadline()
 	ws.SetPongHandler(func(string) error { c.armReadDeadline(); return nil })
 	s.onConnected(c)
-	defer s.onDisconnected(c)
-	c.readLoop()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer end(true)
+		defer s.onDisconnected(c)
+		c.readLoop()
+	}()
 }
 
-// armReadDeadline allows two tick intervals of silence (plus slack) before
-// an authenticated peer is considered gone; any frame or pong re-arms it.
+// armReadDeadline allows two tick intervals of silence (plus a slack of
+// half a tick, at most 5 s) before an authenticated peer is considered
+// gone; any frame or pong re-arms it.
 func (c *Conn) armReadDeadline() {
-	_ = c.ws.SetReadDeadline(time.Now().Add(2*c.srv.opts.TickInterval + 5*time.Second))
+	tick := c.srv.opts.TickInterval
+	_ = c.ws.SetReadDeadline(time.Now().Add(2*tick + min(tick/2, 5*time.Second)))
+}
+
+// maxPingsPerSecond bounds the pings a peer may send. Clients ping every
+// few seconds at most; a flood is closed with 1008 instead of being
+// answered pong for pong (G5).
+const maxPingsPerSecond = 50
+
+// onPing answers a ping with a pong, within the rate limit. It runs on the
+// reader goroutine (gorilla calls it while reading).
+func (c *Conn) onPing(data string) error {
+	now := time.Now()
+	if now.Sub(c.pingWindow) >= time.Second {
+		c.pingWindow, c.pings = now, 0
+	}
+	c.pings++
+	switch {
+	case c.pings == maxPingsPerSecond+1:
+		c.log.Warn("closing: ping flood")
+		c.closeAfterFlush(protocol.ClosePolicy, "too many pings")
+		return nil
+	case c.pings > maxPingsPerSecond:
+		return nil
+	}
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), now.Add(time.Second))
+	if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
+		return err
+	}
+	return nil
 }
 
 // drain keeps reading after a close was requested so the peer's answering
@@ -123,8 +160,12 @@ func (c *Conn) onReadError(err error) {
 	case errors.As(err, &ce):
 		// The peer closed; gorilla already echoed its close frame.
 	case errors.Is(err, websocket.ErrReadLimit):
-		// gorilla has sent 1009 itself.
-		c.srv.log.Debug("frame over limit", "conn", c.id[:8])
+		// Over the limit, gorilla has sent 1009 itself and this second
+		// close frame is never written (ErrCloseSent). A frame whose
+		// 64-bit length has the top bit set gets the same error with no
+		// close frame: that is a protocol error, 1002 (G4).
+		c.srv.log.Debug("frame over limit or invalid length", "conn", c.id[:8])
+		c.closeAfterFlush(protocol.CloseProtocolError, "invalid frame length")
 	case isTimeout(err):
 		if c.Session() == nil {
 			c.log.Debug("handshake timeout")
