@@ -69,8 +69,10 @@ install_debian_packages() {
 	command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 	[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 	{ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; } || missing+=(openssh-client)
+	# Headless Chromium for the WebChat browser test (cmd/clawgate/webchat_test.go).
+	[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
 	if [ "${#missing[@]}" -eq 0 ]; then
-		log "debian packages: unshare, ip, mount, gcc, sshd, ssh present"
+		log "debian packages: unshare, ip, mount, gcc, sshd, ssh, chromium present"
 		return 0
 	fi
 	if [ "${CLAWGATE_DEPS_SKIP_APT:-0}" = 1 ]; then
