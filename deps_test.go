@@ -45,6 +45,16 @@ var allowedImports = map[string][]string{
 	"providers/telegram/fake": {},
 	"providers/slack/fake":    {},
 	"providers/discord/fake":  {},
+
+	"tsnode": {},
+	// The in-process tailnet (control server, DERP, peer nodes) for tests.
+	"tsnode/tsnodetest": {},
+}
+
+// testHarnesses may import a third-party package beside its exclusive
+// owner, and no package may import them outside its tests.
+var testHarnesses = map[string]string{
+	"tsnode/tsnodetest": "tailscale.com",
 }
 
 // exclusiveImports: third-party packages only one module package may import.
@@ -81,11 +91,14 @@ func TestImportGraph(t *testing.T) {
 		}
 		for _, imp := range fields[1:] {
 			for third, owner := range exclusiveImports {
-				if (imp == third || strings.HasPrefix(imp, third+"/")) && pkg != owner {
+				if (imp == third || strings.HasPrefix(imp, third+"/")) && pkg != owner && testHarnesses[pkg] != third {
 					t.Errorf("%s imports %s; only %s may", pkg, imp, owner)
 				}
 			}
 			dep, internal := strings.CutPrefix(imp, module+"/")
+			if _, harness := testHarnesses[dep]; internal && harness {
+				t.Errorf("%s imports the test harness %s outside its tests", pkg, dep)
+			}
 			if !internal || slices.Contains(allowed, "*") {
 				continue
 			}

@@ -289,6 +289,9 @@ func (s *Server) implementedEvents() []string {
 	if s.opts.Pairing != nil {
 		ev = append(ev, protocol.EventDevicePairRequested, protocol.EventDevicePairResolved)
 	}
+	if s.nodes != nil {
+		ev = append(ev, s.nodes.events()...)
+	}
 	ev = append(ev, s.agentEvents()...)
 	return ev
 }

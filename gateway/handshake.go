@@ -230,6 +230,9 @@ func (c *Conn) authenticate(a *connectAttempt) *protocol.Error {
 			Details: map[string]any{"code": de.Code, "reason": de.Reason}}
 	}
 	a.device = &vd
+	if !sharedOK && p.Auth != nil && p.Auth.BootstrapToken != "" && p.Auth.DeviceToken == "" {
+		return c.authenticateBootstrap(a, key) // setupcode.go
+	}
 	if sharedOK {
 		lim.Succeed(key)
 		a.method = "token"
@@ -330,7 +333,7 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 		Platform: p.Client.Platform, DeviceFamily: p.Client.DeviceFamily, DisplayName: p.Client.DisplayName,
 		RemoteIP:      c.arrival.Remote.Addr().Unmap().String(),
 		ClientKey:     authn.NewLimitKey(authn.LimitSharedSecret, arr).String(),
-		SilentAllowed: c.silentPairingAllowed(),
+		SilentAllowed: c.silentPairingAllowed() || a.method == "bootstrap-token",
 	})
 	switch {
 	case errors.Is(err, pairing.ErrTooManyPending):
@@ -441,8 +444,9 @@ func (c *Conn) accept(a *connectAttempt) {
 	}
 	c.sess.Store(sess)
 	c.srv.metrics.handshakesOK.Add(1)
+	register := c.srv.nodeConnecting(c, p) // nodes.go: a role-node surface, reconciled before hello-ok
 	hello := c.srv.hello(c, sess, a)
-	c.send(protocol.OKResponse(a.reqID, hello))
+	register(func() { c.send(protocol.OKResponse(a.reqID, hello)) })
 	c.log.Info("connected", "client", p.Client.ID, "mode", p.Client.Mode, "role", a.role,
 		"auth", a.method, "device", shortID(sess.DeviceID))
 }

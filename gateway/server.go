@@ -84,6 +84,8 @@ type Options struct {
 	// WebChat, when set, answers GET requests on the gateway port that are
 	// not WebSocket upgrades (the embedded WebChat page).
 	WebChat http.Handler
+	// Nodes is the node command policy (allowCommands/denyCommands).
+	Nodes NodePolicy
 	// Logs, when set, is the in-memory log ring served by logs.tail.
 	Logs *logring.Ring
 }
@@ -137,6 +139,7 @@ type Server struct {
 	bus     bus
 	dedupe  *dedupeCache
 	agents  *agentRuns // agent runs and chat sessions (agent.go)
+	nodes   *nodeHub // node registry, exec approvals, setup codes (nodes.go)
 	metrics metrics
 	wg      sync.WaitGroup // connection and background goroutines
 }

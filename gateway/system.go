@@ -18,6 +18,7 @@ func (s *Server) registerMethods() {
 	s.handle("system-presence", false, s.methodSystemPresence)
 	s.handle("last-heartbeat", false, s.methodLastHeartbeat)
 	s.registerDeviceMethods()
+	s.registerNodeMethods()
 	if s.opts.Backup != nil {
 		s.handle("clawgate.backup", false, s.methodBackup)
 	}

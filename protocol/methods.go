@@ -59,6 +59,10 @@ var nodeMethods = map[string]bool{
 	"node.invoke.result": true, "node.event": true, "node.pending.drain": true,
 	"node.pending.pull": true, "node.pending.ack": true,
 	"node.canvas.capability.refresh": true, "skills.bins": true,
+	// v4 node host publications and streaming.
+	"node.pluginSurface.refresh": true, "node.pluginTools.update": true,
+	"node.skills.update": true, "node.runnerInventory.update": true,
+	"node.invoke.progress": true,
 }
 
 // MethodScope returns the operator scope a method requires. Unclassified
