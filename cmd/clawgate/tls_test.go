@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,6 +78,19 @@ func startTLSGatewayPort(t *testing.T, port int, stateDir, certFile string, args
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// stopProc sends SIGTERM, waits for the exit and returns the output (read
+// only after the process and its output copying have finished).
+func stopProc(t *testing.T, p *proc) string {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not stop within 10s of SIGTERM")
+	}
+	return p.out.String()
 }
 
 type fingerprints struct {
@@ -214,7 +228,7 @@ func TestTLSGatewayAndPinnedCall(t *testing.T) {
 	if out, err := runCLIAll(t, other, "call", "health", "--url", fmt.Sprintf("ws://127.0.0.1:%d", p.port), "--token", tok); err == nil {
 		t.Fatalf("ws:// to the TLS port worked:\n%s", out)
 	}
-	logs := p.out.String()
+	logs := stopProc(t, p)
 	keyPEM, _ := os.ReadFile(keyFile)
 	body := strings.Split(string(keyPEM), "\n")[1]
 	if strings.Contains(logs, body) || strings.Contains(logs, tok) {
@@ -293,8 +307,8 @@ func TestWildcardTLSBind(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"paired"`) {
 		t.Fatalf("local admin over the wildcard TLS bind: %v\n%s", err, out)
 	}
-	if !strings.Contains(p.out.String(), "bind=0.0.0.0:") {
-		t.Errorf("log does not show the wildcard bind:\n%s", p.out.String())
+	if logs := stopProc(t, p); !strings.Contains(logs, "bind=0.0.0.0:") {
+		t.Errorf("log does not show the wildcard bind:\n%s", logs)
 	}
 }
 
@@ -308,8 +322,8 @@ func TestPlaintextLANOverride(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"ok": true`) {
 		t.Fatalf("call: %v %s", err, out)
 	}
-	if !strings.Contains(p.out.String(), "plaintextLAN=true") {
-		t.Errorf("log does not flag the plaintext LAN bind:\n%s", p.out.String())
+	if logs := stopProc(t, p); !strings.Contains(logs, "plaintextLAN=true") {
+		t.Errorf("log does not flag the plaintext LAN bind:\n%s", logs)
 	}
 }
 
@@ -461,5 +475,80 @@ func TestDefaultURLFallsBackToLocalTLS(t *testing.T) {
 	out, err = runCLIAll(t, t.TempDir(), "call", "health", "--token", "x", "--json")
 	if err == nil {
 		t.Fatalf("a stranger's default URL reached the TLS gateway:\n%s", out)
+	}
+}
+
+// runInTerminal runs the binary under script(1), which gives it a
+// pseudo-terminal, and types input.
+func runInTerminal(t *testing.T, stateDir, input string, args ...string) (string, error) {
+	t.Helper()
+	scriptBin, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("script(1) (util-linux) not installed")
+	}
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	cmd := exec.Command(scriptBin, "-qec", "'"+binary+"' "+strings.Join(quoted, " "), "/dev/null")
+	cmd.Env = append(os.Environ(), "SHELL=/bin/sh", "CLAWGATE_STATE_DIR="+stateDir, "CLAWGATE_GATEWAY_TOKEN=", "OPENCLAW_GATEWAY_TOKEN=")
+	cmd.Stdin = strings.NewReader(input)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestTrustOnFirstUse: with no pin, an interactive `clawgate call` shows
+// both fingerprints and asks; "no" trusts nothing, "yes" remembers the key
+// (SPKI) in known_gateways.json (0600), and later calls use it without a
+// prompt. After the gateway's key changes, the remembered pin fails loudly
+// with "certificate changed" and no prompt is offered.
+func TestTrustOnFirstUse(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	p := startTLSGateway(t, state, "", "--tls")
+	fp := readFingerprints(t, state)
+	tok, _ := runCLI(t, state, "token")
+	tok = strings.TrimSpace(tok)
+	url := fmt.Sprintf("wss://127.0.0.1:%d", p.port)
+	// A host name that is not loopback would need DNS; 127.0.0.1 with a
+	// state dir that has no gateway certificate behaves like a remote CLI.
+	laptop := filepath.Join(t.TempDir(), "laptop")
+	known := filepath.Join(laptop, "known_gateways.json")
+	call := []string{"call", "health", "--url", url, "--token", tok, "--json"}
+
+	out, err := runInTerminal(t, laptop, "no\n", call...)
+	if err == nil || !strings.Contains(out, "can't be established") || !strings.Contains(out, fp.SHA256) || !strings.Contains(out, fp.SPKI) {
+		t.Fatalf("answer no: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(known); err == nil {
+		t.Fatal("a refused key was remembered")
+	}
+
+	out, err = runInTerminal(t, laptop, "yes\n", call...)
+	if err != nil || !strings.Contains(out, `"ok": true`) {
+		t.Fatalf("answer yes: %v\n%s", err, out)
+	}
+	st, err := os.Stat(known)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("known_gateways.json: %v %v", st, err)
+	}
+	data, _ := os.ReadFile(known)
+	if !strings.Contains(string(data), fp.SPKI) {
+		t.Fatalf("known_gateways.json does not hold the SPKI pin:\n%s", data)
+	}
+	// Remembered: no prompt, even without a terminal.
+	if out, err := runCLIAll(t, laptop, call...); err != nil || !strings.Contains(out, `"ok": true`) {
+		t.Fatalf("after trust: %v\n%s", err, out)
+	}
+
+	// The gateway gets a new key: loud, terminal, no prompt.
+	stopProc(t, p)
+	if out, err := runCLIAll(t, state, "tls", "rotate", "--new-key"); err != nil {
+		t.Fatalf("rotate: %v %s", err, out)
+	}
+	p2 := startTLSGatewayPort(t, p.port, state, "", "--tls")
+	_ = p2
+	out, err = runInTerminal(t, laptop, "yes\n", call...)
+	if err == nil || !strings.Contains(out, "certificate changed") || !strings.Contains(out, "known_gateways.json") || strings.Contains(out, "yes/no") {
+		t.Fatalf("changed key: %v\n%s", err, out)
 	}
 }
