@@ -24,6 +24,7 @@ const DefaultPort = 18789
 type File struct {
 	Version int     `json:"version"`
 	Gateway Gateway `json:"gateway"`
+	Agent   Agent   `json:"agent"`
 }
 
 // Gateway configures the control plane.

@@ -83,10 +83,15 @@ func runGateway(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer pm.Close()
+	agentOpts, webChat, err := agentWiring(cfg.Agent, e, db, cfgPath, log)
+	if err != nil {
+		return err
+	}
 	srv, err := gateway.New(gateway.Options{
 		Version: version, Token: secret, Logger: log, Pairing: pm, Backup: db.BackupFile,
 		AllowedHosts: cfg.Gateway.AllowedHosts, AllowedOrigins: cfg.Gateway.AllowedOrigins,
 		StateDir: p.stateDir, ConfigPath: cfgPath, Logs: logs,
+		Agent: agentOpts, WebChat: webChat,
 	})
 	if err != nil {
 		return err
