@@ -289,7 +289,6 @@ func (s *Server) implementedEvents() []string {
 	if s.opts.Pairing != nil {
 		ev = append(ev, protocol.EventDevicePairRequested, protocol.EventDevicePairResolved)
 	}
-	ev = append(ev, s.agentEvents()...)
 	if s.nodes != nil {
 		ev = append(ev, s.nodes.events()...)
 	}
