@@ -20,9 +20,11 @@ import (
 // Options configure Dial.
 type Options struct {
 	URL         string
-	Token       string    // shared gateway token
-	DeviceToken string    // device token issued by this gateway
-	Identity    *Identity // nil: connect without a device block
+	Token       string // shared gateway token
+	DeviceToken string // device token issued by this gateway
+	// BootstrapToken is a setup code's single-use token (first pairing).
+	BootstrapToken string
+	Identity       *Identity // nil: connect without a device block
 
 	ClientID     string // default "cli"
 	ClientMode   string // default "cli"
@@ -35,8 +37,9 @@ type Options struct {
 	Scopes       []string // default none
 	Caps         []string
 	Commands     []string
-	MinProtocol  int // default protocol.Version
-	MaxProtocol  int // default protocol.Version
+	PathEnv      string // node role: the node's PATH
+	MinProtocol  int    // default protocol.Version
+	MaxProtocol  int    // default protocol.Version
 
 	// TLSFingerprint pins the gateway's certificate for wss:// URLs: one
 	// or more comma-separated SHA-256 fingerprints, "sha256:<hex>" of the
@@ -245,10 +248,10 @@ func (c *Client) connectParams(ch protocol.Challenge) protocol.ConnectParams {
 		MinProtocol: o.MinProtocol, MaxProtocol: o.MaxProtocol,
 		Client: protocol.ClientInfo{ID: o.ClientID, Version: o.Version, Platform: o.Platform,
 			DeviceFamily: o.DeviceFamily, Mode: o.ClientMode, DisplayName: o.DisplayName, InstanceID: o.InstanceID},
-		Caps: o.Caps, Commands: o.Commands, Role: o.Role, Scopes: o.Scopes,
+		Caps: o.Caps, Commands: o.Commands, PathEnv: o.PathEnv, Role: o.Role, Scopes: o.Scopes,
 	}
-	if o.Token != "" || o.DeviceToken != "" {
-		p.Auth = &protocol.ConnectAuth{Token: o.Token, DeviceToken: o.DeviceToken}
+	if o.Token != "" || o.DeviceToken != "" || o.BootstrapToken != "" {
+		p.Auth = &protocol.ConnectAuth{Token: o.Token, DeviceToken: o.DeviceToken, BootstrapToken: o.BootstrapToken}
 	}
 	if o.Identity != nil {
 		signedAt := ch.Ts
@@ -258,7 +261,7 @@ func (c *Client) connectParams(ch protocol.Challenge) protocol.ConnectParams {
 		payload := authn.BuildPayloadV3(authn.PayloadFields{
 			DeviceID: o.Identity.DeviceID, ClientID: o.ClientID, ClientMode: o.ClientMode,
 			Role: o.Role, Scopes: o.Scopes, SignedAtMs: signedAt,
-			Token: authn.PickToken(o.Token, o.DeviceToken, ""), Nonce: ch.Nonce,
+			Token: authn.PickToken(o.Token, o.DeviceToken, o.BootstrapToken), Nonce: ch.Nonce,
 			Platform: o.Platform, DeviceFamily: o.DeviceFamily,
 		})
 		p.Device = &protocol.DeviceProof{ID: o.Identity.DeviceID, PublicKey: o.Identity.PublicKey(),
