@@ -5,6 +5,9 @@
 //
 // options-json (optional) is merged into the GatewayClient constructor
 // options of both connections, e.g. '{"clientName":"cli","mode":"cli"}'.
+// With a wss:// URL, '{"tlsFingerprint":"<sha256 hex of the certificate>"}'
+// makes the client pin the gateway's certificate (test/compat/tls_test.go);
+// a mismatch ends connection 1 with "gateway tls fingerprint mismatch".
 //
 // Connection 1: shared token + the client's own signed device identity
 // (GatewayClient defaults: client.id "gateway-client", mode "backend",
