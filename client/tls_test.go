@@ -65,6 +65,11 @@ func (c *countingConn) Read(b []byte) (int, error) {
 // temp dir.
 func newPair(t *testing.T, hosts ...string) (p *tlspin.Pair, certFile, keyFile string) {
 	t.Helper()
+	return newPairTB(t, hosts...)
+}
+
+func newPairTB(t testing.TB, hosts ...string) (p *tlspin.Pair, certFile, keyFile string) {
+	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile = filepath.Join(dir, "gateway.crt"), filepath.Join(dir, "gateway.key")
 	p, err := tlspin.Create(certFile, keyFile, tlspin.Options{Hosts: hosts})
@@ -81,9 +86,9 @@ type tlsGateway struct {
 }
 
 // startTLSGateway serves a real gateway (with pairing) over TLS with pair
-// on a loopback port, its listener tagged path (authn.PathTLS: every peer
-// is remote, as beyond loopback).
-func startTLSGateway(t *testing.T, pair *tlspin.Pair, path authn.Path) *tlsGateway {
+// (plaintext when nil) on a loopback port, its listener tagged path
+// (authn.PathTLS: every peer is remote, as beyond loopback).
+func startTLSGateway(t testing.TB, pair *tlspin.Pair, path authn.Path) *tlsGateway {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -110,7 +115,12 @@ func startTLSGateway(t *testing.T, pair *tlspin.Pair, path authn.Path) *tlsGatew
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := &countingListener{Listener: tls.NewListener(tcp, tlspin.ServerConfig(pair))}
+	var inner net.Listener = tcp
+	scheme := "ws://"
+	if pair != nil {
+		inner, scheme = tls.NewListener(tcp, tlspin.ServerConfig(pair)), "wss://"
+	}
+	ln := &countingListener{Listener: inner}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -127,7 +137,7 @@ func startTLSGateway(t *testing.T, pair *tlspin.Pair, path authn.Path) *tlsGatew
 			t.Error("Serve did not return")
 		}
 	})
-	return &tlsGateway{url: "wss://" + tcp.Addr().String(), ln: ln, pm: pm}
+	return &tlsGateway{url: scheme + tcp.Addr().String(), ln: ln, pm: pm}
 }
 
 func dial(t *testing.T, o client.Options) (*client.Client, error) {
