@@ -108,7 +108,7 @@ func runGateway(ctx context.Context, args []string, e env) error {
 		log.Warn("not notifying systemd", "err", err)
 	}
 	defer sd.close()
-	sd.ready(ctx, e.getenv, "listening on "+ln.Addr().String(), healthCheck("http://"+ln.Addr().String()+"/healthz"))
+	sd.ready(ctx, e.getenv, "listening on "+ln.Addr().String(), plan.healthCheck())
 	err = srv.Serve(ctx, lns...)
 	log.Info("gateway stopped")
 	return err

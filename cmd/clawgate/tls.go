@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -669,4 +670,36 @@ func saveKnownGateway(path, hostPort, pin string) error {
 		return fmt.Errorf("known gateways: %w", err)
 	}
 	return nil
+}
+
+// healthCheck probes /healthz as a local client would: on loopback at the
+// gateway's port, over TLS pinned to the served certificate when TLS is
+// on (a plain http:// probe would fail against a TLS port).
+func (lp *listenPlan) healthCheck() func(context.Context) error {
+	host := "127.0.0.1"
+	if lp.addr.Addr().Unmap().IsLoopback() {
+		host = lp.addr.Addr().Unmap().String()
+	}
+	hp := net.JoinHostPort(host, strconv.Itoa(int(lp.addr.Port())))
+	if lp.pair == nil {
+		return healthCheck("http://" + hp + "/healthz")
+	}
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true,
+		TLSClientConfig: tlspin.ClientConfig(tlspin.ClientOptions{Pins: []tlspin.Fingerprint{lp.pair.SPKIFingerprint()}})}
+	c := &http.Client{Transport: tr}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+hp+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errors.New("healthz: " + resp.Status)
+		}
+		return nil
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -550,5 +551,25 @@ func TestTrustOnFirstUse(t *testing.T) {
 	out, err = runInTerminal(t, laptop, "yes\n", call...)
 	if err == nil || !strings.Contains(out, "certificate changed") || !strings.Contains(out, "known_gateways.json") || strings.Contains(out, "yes/no") {
 		t.Fatalf("changed key: %v\n%s", err, out)
+	}
+}
+
+// TestPlanHealthCheck: the systemd watchdog's /healthz probe works against
+// a TLS gateway (pinned to its certificate) and fails when nothing serves.
+func TestPlanHealthCheck(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	p := startTLSGateway(t, state, "", "--tls")
+	lp, err := planListen(gatewayFlags{port: p.port, tls: tlsFlags{on: true}}, config.Gateway{}, paths{stateDir: state}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := lp.healthCheck()(ctx); err != nil {
+		t.Fatalf("health check against the TLS gateway: %v", err)
+	}
+	stopProc(t, p)
+	if err := lp.healthCheck()(ctx); err == nil {
+		t.Fatal("health check passed with the gateway stopped")
 	}
 }
