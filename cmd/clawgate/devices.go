@@ -25,6 +25,9 @@ commands:
   remove DEVICE_ID             forget a device and disconnect it
   rotate DEVICE_ID --role R    issue a new token for a device's role
   revoke DEVICE_ID --role R    revoke a device's token for a role
+  setup-code [--public-url wss://host:port] [--profile node|limited] [--no-qr]
+                               print a single-use 10-minute pairing code (and QR)
+                               for clawgate node run --setup-code
 
 flags: --url URL --token T --json --state-dir DIR
 `
@@ -47,6 +50,8 @@ func runDevices(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&f.stateDir, "state-dir", "", "state directory")
 	fs.StringVar(&role, "role", "", "role for rotate/revoke: operator or node")
 	fs.StringVar(&scopes, "scopes", "", "comma-separated scopes for rotate (default: keep)")
+	var sc setupCodeFlags
+	sc.register(fs)
 	id, rest := splitMethod(rest)
 	if err := fs.Parse(rest); err != nil {
 		return exitError{err: err, silent: true}
@@ -57,6 +62,8 @@ func runDevices(ctx context.Context, args []string, e env) error {
 	var method string
 	var params map[string]any
 	switch sub {
+	case "setup-code":
+		return runSetupCode(ctx, f, sc, e) // node.go
 	case "list":
 		method, params = "device.pair.list", map[string]any{}
 	case "approve", "reject":

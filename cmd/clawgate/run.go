@@ -33,7 +33,9 @@ const usage = `usage: clawgate <command> [flags]
 commands:
   gateway   run the gateway in the foreground
   call      call a gateway method and print the result
-  devices   list, approve, reject and remove devices; rotate or revoke tokens
+  devices   list, approve, reject and remove devices; rotate or revoke tokens; setup codes
+  node      run a headless node (clawgate node run)
+  nodes     list nodes, approve their commands, invoke them
   backup    write a consistent copy of the state database
   token     print the shared gateway token
   tls       print the TLS certificate fingerprints; rotate the certificate
@@ -56,6 +58,10 @@ func run(ctx context.Context, args []string, e env) error {
 		return runCall(ctx, rest, e)
 	case "devices":
 		return runDevices(ctx, rest, e)
+	case "node":
+		return runNode(ctx, rest, e)
+	case "nodes":
+		return runNodes(ctx, rest, e)
 	case "backup":
 		return runBackup(ctx, rest, e)
 	case "token":
