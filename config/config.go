@@ -35,6 +35,21 @@ type Gateway struct {
 	AllowedHosts   []string `json:"allowedHosts,omitempty"`
 	// TokenFile holds the shared token; default <state>/gateway.token.
 	TokenFile string `json:"tokenFile,omitempty"`
+	// Nodes is the node command policy.
+	Nodes Nodes `json:"nodes,omitempty"`
+}
+
+// Nodes configures what connected nodes may be asked to run, on top of the
+// per-platform allowlist (OpenClaw's gateway.nodes.commands).
+type Nodes struct {
+	Commands NodeCommands `json:"commands,omitempty"`
+}
+
+// NodeCommands adds commands to (Allow, dangerous ones included) or removes
+// them from (Deny) every node's allowlist.
+type NodeCommands struct {
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
 }
 
 // ErrUnknownVersion is returned for a config written by a newer clawgate.

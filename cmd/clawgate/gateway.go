@@ -92,6 +92,7 @@ func runGateway(ctx context.Context, args []string, e env) error {
 		AllowedHosts: cfg.Gateway.AllowedHosts, AllowedOrigins: cfg.Gateway.AllowedOrigins,
 		StateDir: p.stateDir, ConfigPath: cfgPath, Logs: logs,
 		Agent: agentOpts, WebChat: webChat,
+		Nodes: gateway.NodePolicy{AllowCommands: cfg.Gateway.Nodes.Commands.Allow, DenyCommands: cfg.Gateway.Nodes.Commands.Deny},
 	})
 	if err != nil {
 		return err
