@@ -139,7 +139,7 @@ type Server struct {
 	bus     bus
 	dedupe  *dedupeCache
 	agents  *agentRuns // agent runs and chat sessions (agent.go)
-	nodes   *nodeHub // node registry, exec approvals, setup codes (nodes.go)
+	nodes   *nodeHub   // node registry, exec approvals, setup codes (nodes.go)
 	metrics metrics
 	wg      sync.WaitGroup // connection and background goroutines
 }
