@@ -51,7 +51,7 @@ func (o *Options) transport() (*websocket.Dialer, error) {
 	}
 	pins, err := tlspin.ParsePins(o.TLSFingerprint)
 	if err != nil {
-		return nil, fmt.Errorf("client: --tls-fingerprint: %w", err)
+		return nil, fmt.Errorf("client: TLSFingerprint: %w", err)
 	}
 	d := o.Dialer
 	if d == nil {
