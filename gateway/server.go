@@ -21,6 +21,7 @@ import (
 	"github.com/clawgate/clawgate/logring"
 	"github.com/clawgate/clawgate/pairing"
 	"github.com/clawgate/clawgate/protocol"
+	"github.com/clawgate/clawgate/providers"
 )
 
 // Listener is a net.Listener tagged with how its connections arrive. Only
@@ -88,6 +89,10 @@ type Options struct {
 	Nodes NodePolicy
 	// Logs, when set, is the in-memory log ring served by logs.tail.
 	Logs *logring.Ring
+	// Providers, when set, are the messaging channels: send,
+	// channels.status and channels.logout go through it, and its admitted
+	// inbound messages and status changes become events (channels.go).
+	Providers providers.Hub
 }
 
 func (o *Options) setDefaults() {
@@ -217,6 +222,7 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.bus.presenceLoop(bgCtx) }()
 	stopAgents := s.startAgents()
+	stopChannels := s.watchChannels()
 
 	var serveErr error
 	select {
@@ -224,6 +230,7 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	case serveErr = <-errc:
 	}
 	stopAgents() // runs end as aborted and are recorded before sockets close
+	stopChannels()
 	s.shutdown(servers)
 	stopBg()
 	s.wg.Wait()

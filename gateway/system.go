@@ -18,6 +18,7 @@ func (s *Server) registerMethods() {
 	s.handle("system-presence", false, s.methodSystemPresence)
 	s.handle("last-heartbeat", false, s.methodLastHeartbeat)
 	s.registerDeviceMethods()
+	s.registerChannelMethods()
 	s.registerNodeMethods()
 	if s.opts.Backup != nil {
 		s.handle("clawgate.backup", false, s.methodBackup)
@@ -50,9 +51,10 @@ func (s *Server) methodBackup(_ context.Context, c *Conn, raw json.RawMessage) (
 func (s *Server) healthSummary() protocol.HealthSummary {
 	now := s.nowMs()
 	sessions := protocol.SessionsHealth{Path: s.opts.StateDir, Count: 0, Recent: []any{}}
+	channels, channelOrder, channelLabels := s.channelHealth()
 	return protocol.HealthSummary{
 		OK: true, Ts: now, DurationMs: 0,
-		Channels: map[string]protocol.ChannelHealth{}, ChannelOrder: []string{}, ChannelLabels: map[string]string{},
+		Channels: channels, ChannelOrder: channelOrder, ChannelLabels: channelLabels,
 		HeartbeatSeconds: 0, DefaultAgentID: "main",
 		Agents: []protocol.AgentHealth{{AgentID: "main", IsDefault: true, Sessions: sessions,
 			Heartbeat: protocol.HeartbeatConfig{Every: "off", Target: "none"}}},
@@ -68,7 +70,7 @@ func (s *Server) methodStatus(_ context.Context, c *Conn, _ json.RawMessage) (an
 	res := protocol.StatusResult{
 		RuntimeVersion: s.opts.Version,
 		UptimeMs:       s.uptime().Milliseconds(),
-		ChannelSummary: []any{},
+		ChannelSummary: s.channelSummaryLines(),
 		Heartbeat:      protocol.StatusHeartbeat{DefaultAgentID: "main", Agents: []any{}},
 		Sessions:       protocol.StatusSessions{Recent: []any{}},
 	}

@@ -383,6 +383,7 @@ func (s *Supervisor) ApprovePairing(r Route, code string) (PairingRequest, error
 	if !ok {
 		return PairingRequest{}, ErrNoPairingRequest
 	}
+	a.replyTo.add(req.ChatID) // the owner may now answer this conversation
 	a.log.Info("pairing approved", "sender", req.SenderID)
 	return req, nil
 }
