@@ -71,8 +71,11 @@ install_debian_packages() {
 	{ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; } || missing+=(openssh-client)
 	# Headless Chromium for the WebChat browser test (cmd/clawgate/webchat_test.go).
 	[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+	# systemd-analyze for the unit tests (deploy/systemd_test.go: verify and
+	# the offline security review); the systemd service itself never runs.
+	command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 	if [ "${#missing[@]}" -eq 0 ]; then
-		log "debian packages: unshare, ip, mount, gcc, sshd, ssh, chromium present"
+		log "debian packages: unshare, ip, mount, gcc, sshd, ssh, chromium, systemd-analyze present"
 		return 0
 	fi
 	if [ "${CLAWGATE_DEPS_SKIP_APT:-0}" = 1 ]; then

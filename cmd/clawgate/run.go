@@ -38,6 +38,8 @@ commands:
   nodes     list nodes, approve their commands, invoke them
   backup    write a consistent copy of the state database
   token     print the shared gateway token
+  service   install, uninstall or inspect the systemd unit / launchd job
+  doctor    audit the configuration and files like a security review
   tls       print the TLS certificate fingerprints; rotate the certificate
   tunnel    print (or run) the ssh command that tunnels to a remote gateway
   version   print the version
@@ -66,6 +68,10 @@ func run(ctx context.Context, args []string, e env) error {
 		return runBackup(ctx, rest, e)
 	case "token":
 		return runToken(rest, e)
+	case "service":
+		return runService(rest, e)
+	case "doctor":
+		return runDoctor(ctx, rest, e)
 	case "tls":
 		return runTLS(rest, e)
 	case "tunnel":
