@@ -110,6 +110,9 @@ func (e *Exec) Stream(ctx context.Context, req Request, emit func(string)) (Resu
 	stderr := &tailBuffer{max: 4 << 10}
 	cmd.Stderr = stderr
 	setProcessGroup(cmd)
+	// A grandchild that left the group may keep stderr open after the
+	// command exits; Wait stops waiting for it after killGrace.
+	cmd.WaitDelay = killGrace
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return Result{}, fmt.Errorf("agent: exec: %w", err)
@@ -146,7 +149,7 @@ func (e *Exec) Stream(ctx context.Context, req Request, emit func(string)) (Resu
 		return Result{}, cause(ctx)
 	case readErr != nil:
 		return Result{}, readErr
-	case waitErr != nil:
+	case waitErr != nil && !errors.Is(waitErr, exec.ErrWaitDelay):
 		code := -1
 		var ee *exec.ExitError
 		if errors.As(waitErr, &ee) {

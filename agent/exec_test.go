@@ -239,3 +239,21 @@ func TestExecUTF8Boundaries(t *testing.T) {
 		}
 	}
 }
+
+// TestExecEscapedGrandchild: a background process that keeps the output
+// pipes open after the command exits does not hold the reply hostage.
+func TestExecEscapedGrandchild(t *testing.T) {
+	sh := script(t, "printf 'answer'\n(setsid sleep 30 >/dev/null 2>&1 </dev/null &)\nsleep 30 >&2 &\nexit 0\n")
+	b, err := NewExec(ExecConfig{Command: []string{sh}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	text, res, err := collect(t, b, context.Background(), Request{})
+	if err != nil || text != "answer" || res.StopReason != "stop" {
+		t.Fatalf("%q %+v %v", text, res, err)
+	}
+	if el := time.Since(start); el > 20*time.Second {
+		t.Fatalf("took %v", el)
+	}
+}

@@ -147,8 +147,8 @@ func (s *Server) hostAllowed(host string, l Listener, local net.Addr) bool {
 		}
 		return false
 	}
-	if len(l.Hosts) > 0 {
-		return matches(l.Hosts)
+	if hosts := l.hostList(); hosts != nil {
+		return matches(hosts)
 	}
 	if matches(s.opts.AllowedHosts) {
 		return true

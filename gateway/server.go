@@ -32,6 +32,9 @@ type Listener struct {
 	// Hosts, when set, are the only Host header values accepted on this
 	// listener (host or host:port), e.g. the gateway's tailnet names.
 	Hosts []string
+	// HostsFunc, when set, replaces Hosts and is asked on every upgrade,
+	// for names learned after Serve starts (see extra.go).
+	HostsFunc func() []string
 	// Identify, when set, says who the peer at remoteAddr is (tailnet
 	// WhoIs). It runs once per upgrade, before 101; an error or timeout
 	// leaves the connection unidentified, which is treated as remote.
