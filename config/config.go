@@ -25,6 +25,9 @@ type File struct {
 	Version int     `json:"version"`
 	Gateway Gateway `json:"gateway"`
 	Agent   Agent   `json:"agent"`
+
+	// Channels are the messaging accounts (channels.go).
+	Channels Channels `json:"channels"`
 }
 
 // Gateway configures the control plane.

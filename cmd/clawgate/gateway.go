@@ -87,11 +87,18 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	chans, err := newChannels(cfg.Channels, e, log) // providers.go
+	if err != nil {
+		return err
+	}
+	if agentOpts.Backend != nil && agentOpts.Providers == nil && chans.hub() != nil {
+		agentOpts.Providers = chans.hub() // admitted inbound messages become agent runs
+	}
 	srv, err := gateway.New(gateway.Options{
 		Version: version, Token: secret, Logger: log, Pairing: pm, Backup: db.BackupFile,
 		AllowedHosts: cfg.Gateway.AllowedHosts, AllowedOrigins: cfg.Gateway.AllowedOrigins,
 		StateDir: p.stateDir, ConfigPath: cfgPath, Logs: logs,
-		Agent: agentOpts, WebChat: webChat,
+		Agent: agentOpts, WebChat: webChat, Providers: chans.hub(),
 		Nodes: gateway.NodePolicy{AllowCommands: cfg.Gateway.Nodes.Commands.Allow, DenyCommands: cfg.Gateway.Nodes.Commands.Deny},
 	})
 	if err != nil {
@@ -110,6 +117,7 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	}
 	defer sd.close()
 	sd.ready(ctx, e.getenv, "listening on "+ln.Addr().String(), plan.healthCheck())
+	defer chans.start(ctx)()
 	err = srv.Serve(ctx, lns...)
 	log.Info("gateway stopped")
 	return err
