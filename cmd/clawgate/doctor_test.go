@@ -338,3 +338,27 @@ func doctorOnlyLoopback(t *testing.T) bool {
 	}
 	return true
 }
+
+// TestDoctorTLSGateway: with --tls, doctor checks the managed key and
+// certificate and reads the running gateway over TLS.
+func TestDoctorTLSGateway(t *testing.T) {
+	s := newDoctorSetup(t)
+	p := startGateway(t, s.state, "--tls")
+	rep, out, err := s.doctor(t, "--tls", "--port", strconv.Itoa(p.port))
+	if err != nil {
+		t.Fatalf("doctor: %v\n%s", err, out)
+	}
+	got := findingsByID(rep)
+	for _, id := range []string{"tls-key", "tls-cert", "running"} {
+		if got[id].Severity != sevOK {
+			t.Errorf("%s = %+v, want ok", id, got[id])
+		}
+	}
+	// A key others can read is critical.
+	key := filepath.Join(s.state, "tls", "gateway.key")
+	if err := os.Chmod(key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	rep, _, err = s.doctor(t, "--tls", "--port", strconv.Itoa(p.port))
+	wantCritical(t, rep, err, "tls-key-mode")
+}
