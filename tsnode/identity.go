@@ -182,13 +182,16 @@ func (n *Node) Self() Self {
 	return Self{OwnerLogin: st.OwnerLogin, MagicDNSSuffix: st.MagicDNSSuffix}
 }
 
+// Decide is Decide with the node's current Self.
+func (n *Node) Decide(id Identity, p Policy) Verdict { return Decide(id, n.Self(), p) }
+
 // Identify is WhoIs followed by Decide with the node's current Self.
 func (n *Node) Identify(ctx context.Context, remoteAddr string, p Policy) (Identity, Verdict, error) {
 	id, err := n.WhoIs(ctx, remoteAddr)
 	if err != nil {
 		return Identity{}, Verdict{Reason: "not identified"}, err
 	}
-	return id, Decide(id, n.Self(), p), nil
+	return id, n.Decide(id, p), nil
 }
 
 // listener marks connections that arrive through Funnel, so WhoIs never

@@ -299,11 +299,14 @@ func (tn *Tailnet) MarkSharee(id string) {
 	tn.control.UpdateNode(n)
 }
 
-// ExpireKey sets node id's key expiry in the past; peers then see the
-// node as expired.
+// ExpireKey expires node id's key the way production control reports it
+// to peers: KeyExpiry in the past and Expired set. (Clients also flag
+// expiry themselves from KeyExpiry, but only against control's clock,
+// which testcontrol pins to 2020, before the clients' own cut-off.)
 func (tn *Tailnet) ExpireKey(id string) {
 	n := tn.node(id)
-	n.KeyExpiry = time.Now().Add(-time.Minute)
+	n.KeyExpiry = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	n.Expired = true
 	tn.control.UpdateNode(n)
 }
 
