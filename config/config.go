@@ -28,6 +28,9 @@ type File struct {
 
 	// Channels are the messaging accounts (channels.go).
 	Channels Channels `json:"channels"`
+
+	// Tailnet is the tsnet listener (tailnet.go).
+	Tailnet Tailnet `json:"tailnet"`
 }
 
 // Gateway configures the control plane.
