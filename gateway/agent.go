@@ -160,6 +160,9 @@ type agentRun struct {
 func (s *Server) initAgents() {
 	o := s.opts.Agent
 	o.setDefaults()
+	if o.Providers == nil && s.opts.Providers != nil {
+		o.Providers = s.opts.Providers // the channels' hub routes into agent runs too
+	}
 	r := &agentRuns{srv: s, opts: o, byID: map[string]*agentRun{}, sessions: map[string]*sessionQueue{},
 		changed: make(chan struct{})}
 	r.ctx, r.cancel = context.WithCancel(context.Background())

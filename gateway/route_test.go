@@ -106,7 +106,7 @@ func TestProviderMessageToAgentAndBack(t *testing.T) {
 
 	g := startGateway(t, func(o *Options) {
 		o.Agent.Backend = backend
-		o.Agent.Providers = sup
+		o.Providers = sup // the channels' hub; agent routing takes it by default
 	})
 	watcher := dialOperator(t, g, protocol.ScopeRead)
 
@@ -124,7 +124,8 @@ func TestProviderMessageToAgentAndBack(t *testing.T) {
 	const key = "fakechat:default:42"
 	final := watcher.until("chat final", func(m map[string]any) bool {
 		p, _ := m["payload"].(map[string]any)
-		return m["event"] == "chat" && p["sessionKey"] == key && p["state"] == "final"
+		msg, _ := p["message"].(map[string]any)
+		return m["event"] == "chat" && p["sessionKey"] == key && p["state"] == "final" && msg["role"] == "assistant"
 	})["payload"].(map[string]any)
 	if messageText(t, final) != reply.Text {
 		t.Fatalf("final event %v", final)

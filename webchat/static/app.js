@@ -139,6 +139,10 @@ function renderHistory(messages) {
 
 function onChat(p) {
   if (p.sessionKey !== sessionKey) return;
+  if (p.message && p.message.role === 'user') { // a provider user's message, not a reply
+    if (p.state === 'final') bubble('user', textOf(p.message));
+    return;
+  }
   const el = assistantBubble(p.runId);
   const text = textOf(p.message);
   switch (p.state) {
