@@ -279,6 +279,7 @@ func (s *Server) hello(c *Conn, sess *Session, a *connectAttempt) protocol.Hello
 		h.Snapshot.ConfigPath = s.opts.ConfigPath
 		h.Snapshot.AuthMode = "token"
 	}
+	s.canvasHello(c, sess, &h) // a node's canvas capability URL (canvas.go)
 	return h
 }
 
@@ -293,6 +294,7 @@ func (s *Server) implementedEvents() []string {
 		ev = append(ev, s.nodes.events()...)
 	}
 	ev = append(ev, s.agentEvents()...)
+	ev = append(ev, s.automationEvents()...)
 	return ev
 }
 

@@ -96,6 +96,10 @@ type Options struct {
 	// channels.status and channels.logout go through it, and its admitted
 	// inbound messages and status changes become events (channels.go).
 	Providers providers.Hub
+	// Automation configures cron jobs and heartbeats (cron.go).
+	Automation AutomationOptions
+	// Canvas connects the canvas host (canvas.go).
+	Canvas CanvasOptions
 }
 
 func (o *Options) setDefaults() {
@@ -150,6 +154,8 @@ type Server struct {
 	nodes   *nodeHub   // node registry, exec approvals, setup codes (nodes.go)
 	metrics metrics
 	wg      sync.WaitGroup // connection and background goroutines
+
+	auto *automation // cron and heartbeats (cron.go, heartbeat.go)
 }
 
 type metrics struct {
@@ -225,6 +231,7 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.bus.presenceLoop(bgCtx) }()
 	stopAgents := s.startAgents()
+	stopAuto := s.startAutomation()
 	stopChannels := s.watchChannels()
 
 	var serveErr error
@@ -232,6 +239,7 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	stopAuto()   // cron and heartbeats first: their turns are agent runs
 	stopAgents() // runs end as aborted and are recorded before sockets close
 	stopChannels()
 	s.shutdown(servers)

@@ -20,6 +20,8 @@ func (s *Server) registerMethods() {
 	s.registerDeviceMethods()
 	s.registerChannelMethods()
 	s.registerNodeMethods()
+	s.registerAutomation() // cron.*, wake, set-heartbeats (cron.go, heartbeat.go)
+	s.registerCanvas()     // canvas.*, node.canvas.capability.refresh (canvas.go)
 	if s.opts.Backup != nil {
 		s.handle("clawgate.backup", false, s.methodBackup)
 	}
@@ -99,11 +101,6 @@ func (s *Server) methodStatus(_ context.Context, c *Conn, _ json.RawMessage) (an
 func (s *Server) methodSystemPresence(_ context.Context, _ *Conn, _ json.RawMessage) (any, error) {
 	list, _ := s.bus.presenceList()
 	return list, nil
-}
-
-func (s *Server) methodLastHeartbeat(_ context.Context, _ *Conn, _ json.RawMessage) (any, error) {
-	// No heartbeat has run yet; the real gateway answers null in that case.
-	return nil, nil
 }
 
 // readRSS returns the resident set size from /proc, or 0 where there is none.

@@ -84,8 +84,12 @@ type HelloOK struct {
 	Server   ServerInfo `json:"server"`
 	Features Features   `json:"features"`
 	Snapshot Snapshot   `json:"snapshot"`
-	Auth     HelloAuth  `json:"auth"`
-	Policy   Policy     `json:"policy"`
+	// CanvasHostURL (v3) and PluginSurfaceURLs (v4, "canvas") give a node
+	// its capability URL on the canvas host.
+	CanvasHostURL     string            `json:"canvasHostUrl,omitempty"`
+	PluginSurfaceURLs map[string]string `json:"pluginSurfaceUrls,omitempty"`
+	Auth              HelloAuth         `json:"auth"`
+	Policy            Policy            `json:"policy"`
 }
 
 // ServerInfo identifies the gateway and this connection.

@@ -36,11 +36,12 @@ var methodScopes = map[string]string{
 	"node.list": ScopeRead, "node.describe": ScopeRead, "chat.history": ScopeRead,
 	"sessions.list": ScopeRead, "cron.list": ScopeRead, "cron.status": ScopeRead,
 	"cron.runs": ScopeRead, "models.list": ScopeRead, "agents.list": ScopeRead,
-	"gateway.identity.get": ScopeRead,
+	"gateway.identity.get": ScopeRead, "cron.get": ScopeRead, "canvas.list": ScopeRead,
 
 	"send": ScopeWrite, "poll": ScopeWrite, "message.action": ScopeWrite,
 	"agent": ScopeWrite, "agent.wait": ScopeWrite, "wake": ScopeWrite,
 	"chat.send": ScopeWrite, "chat.abort": ScopeWrite, "node.invoke": ScopeWrite,
+	"canvas.put": ScopeWrite, "canvas.remove": ScopeWrite,
 
 	"device.pair.list": ScopePairing, "device.pair.approve": ScopePairing,
 	"device.pair.reject": ScopePairing, "device.pair.remove": ScopePairing,
