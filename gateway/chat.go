@@ -65,6 +65,14 @@ func (s *Server) methodChatSend(_ context.Context, _ *Conn, raw json.RawMessage)
 	}
 	status := "started"
 	if !created {
+		run.mu.Lock()
+		finishing := run.finishing
+		run.mu.Unlock()
+		if finishing {
+			// The run has ended (its final event may already be out);
+			// only its bookkeeping is left: answer with the outcome.
+			<-run.done
+		}
 		select {
 		case <-run.done:
 			status = run.status
