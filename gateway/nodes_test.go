@@ -30,7 +30,7 @@ type nodeGateway struct {
 	offset atomic.Int64 // added to time.Now, in nanoseconds
 }
 
-func startNodeGateway(t *testing.T, mod func(*Options)) *nodeGateway {
+func startNodeGateway(t testing.TB, mod func(*Options)) *nodeGateway {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(dir, 0o700); err != nil {
