@@ -96,11 +96,29 @@ func (c *Conn) Context() context.Context { return c.ctx }
 // a queue that would exceed maxBufferedBytes closes the connection with
 // 1008 "slow consumer" and drops what was queued.
 func (c *Conn) enqueue(frame []byte) bool {
+	return c.enqueueFrame(func() []byte { return frame })
+}
+
+// enqueueEvent stamps a broadcast event with this connection's next seq and
+// queues it. payload is already encoded. The seq is taken and the frame
+// queued under one lock, so concurrent broadcasters (the tick loop, the
+// presence loop, a method) can never queue seq n+1 before n.
+func (c *Conn) enqueueEvent(name string, payload json.RawMessage, sv *protocol.StateVersion) bool {
+	return c.enqueueFrame(func() []byte {
+		c.seq++
+		seq := c.seq
+		return encodeEvent(name, payload, &seq, sv)
+	})
+}
+
+// enqueueFrame queues the frame build returns; build runs under c.mu.
+func (c *Conn) enqueueFrame(build func() []byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return false
 	}
+	frame := build()
 	if c.queued+len(frame) > c.srv.opts.MaxBufferedBytes {
 		c.mu.Unlock()
 		c.srv.metrics.slowConsumers.Add(1)
@@ -113,20 +131,6 @@ func (c *Conn) enqueue(frame []byte) bool {
 	c.mu.Unlock()
 	c.signal()
 	return true
-}
-
-// enqueueEvent stamps a broadcast event with this connection's next seq and
-// queues it. payload is already encoded.
-func (c *Conn) enqueueEvent(name string, payload json.RawMessage, sv *protocol.StateVersion) bool {
-	c.mu.Lock()
-	if c.closing {
-		c.mu.Unlock()
-		return false
-	}
-	c.seq++
-	seq := c.seq
-	c.mu.Unlock()
-	return c.enqueue(encodeEvent(name, payload, &seq, sv))
 }
 
 // signal makes sure a writer runs to send what is queued (and the close

@@ -710,8 +710,9 @@ func TestResilienceConnectionCaps(t *testing.T) {
 }
 
 // G9: broadcasts and RPC replies share one writer per socket: under -race,
-// concurrent calls on several clients while events flow never race, every
-// call is answered, and every client's event seq has no gap.
+// concurrent calls on several clients while several goroutines broadcast
+// never race, every call is answered, and every client's event seq arrives
+// in order with no gap.
 func TestResilienceConcurrentWriters(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, nil)
@@ -737,13 +738,17 @@ func TestResilienceConcurrentWriters(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, clients*calls)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; i < events; i++ {
-			g.srv.bus.broadcast("resilience.test", map[string]int{"i": i}, nil, nil)
-		}
-	}()
+	// Four broadcasters at once, like the tick loop, the presence loop
+	// and methods: each connection's seq must still arrive in order.
+	for b := 0; b < 4; b++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < events/4; i++ {
+				g.srv.bus.broadcast("resilience.test", map[string]int{"i": i}, nil, nil)
+			}
+		}()
+	}
 	for _, c := range cs {
 		wg.Add(1)
 		go func() {
