@@ -73,21 +73,30 @@ func (s *Server) registerExecApprovalMethods() {
 	s.handle("exec.approval.list", false, h.methodApprovalList)
 }
 
-// sweepLocked expires overdue pending records and forgets records well
-// past their expiry.
+// sweepLocked expires overdue pending records and forgets lapsed ones;
+// resolved records stay until their expiry (unused, they may be used once;
+// spent, a replay gets APPROVAL_REQUIRED).
 func (a *execApprovals) sweepLocked(now int64) {
 	for id, r := range a.recs {
-		if now < r.expiresAtMs {
-			continue
-		}
-		if r.decision == "" && !r.expired {
+		if now >= r.expiresAtMs && r.decision == "" && !r.expired {
 			r.expired = true
 			close(r.done)
 		}
-		if now >= r.expiresAtMs+int64(time.Minute/time.Millisecond) {
+		if r.expired || now >= r.expiresAtMs {
 			delete(a.recs, id)
 		}
 	}
+}
+
+// pendingLocked counts undecided records.
+func (a *execApprovals) pendingLocked() int {
+	n := 0
+	for _, r := range a.recs {
+		if r.decision == "" && !r.expired {
+			n++
+		}
+	}
+	return n
 }
 
 type systemRunPlan struct {
@@ -204,7 +213,7 @@ func (h *nodeHub) methodApprovalRequest(ctx context.Context, c *Conn, raw json.R
 		a.mu.Unlock()
 		return nil, protocol.InvalidRequest("approval id already pending")
 	}
-	if len(a.recs) >= maxApprovals {
+	if a.pendingLocked() >= maxApprovals || len(a.recs) >= 4*maxApprovals {
 		a.mu.Unlock()
 		return nil, &protocol.Error{Code: protocol.ErrUnavailable, Message: "too many pending exec approvals",
 			Retryable: true, RetryAfterMs: 5000}

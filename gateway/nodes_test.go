@@ -882,4 +882,10 @@ func TestNodeExecApprovalWithoutApproverLapses(t *testing.T) {
 	if re := remoteErr(t, err); re.Message != "unknown or expired approval id" {
 		t.Fatalf("resolve lapsed: %q", re.Message)
 	}
+	// Lapsed requests do not pile up against the pending cap.
+	for i := 0; i < maxApprovals+10; i++ {
+		if r := nodeCall(t, req, "exec.approval.request", map[string]any{"command": "ls", "commandArgv": []string{"ls"}}); r["decision"] != nil {
+			t.Fatalf("request %d: %v", i, r)
+		}
+	}
 }
