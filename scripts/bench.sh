@@ -7,6 +7,7 @@
 #   scripts/bench.sh                # everything (about 15 minutes)
 #   BENCH_OPENCLAW=0 scripts/bench.sh   # clawgate only
 #   BENCH_QUICK=1 scripts/bench.sh      # small counts, to check the script
+#   BENCH_BIN=dir scripts/bench.sh      # use dir/clawgate and dir/clawgate-load
 #
 # Needs: Go, and for OpenClaw the install of scripts/deps.sh (.cache/node24,
 # .cache/openclaw). Results: .cache/bench/<UTC time>/*.json, one summary
@@ -19,9 +20,14 @@ cd "$ROOT"
 if [ "${CLAWGATE_BENCH_INNER:-}" != 1 ]; then
 	OUT="${BENCH_OUT:-$ROOT/.cache/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
 	mkdir -p "$OUT/bin"
-	echo "[bench] building clawgate and clawgate-load into $OUT/bin" >&2
-	go build -o "$OUT/bin/clawgate" ./cmd/clawgate
-	go build -o "$OUT/bin/clawgate-load" ./cmd/clawgate-load
+	if [ -n "${BENCH_BIN:-}" ]; then
+		# Prebuilt binaries (e.g. of a given commit): $BENCH_BIN/clawgate{,-load}.
+		cp "$BENCH_BIN/clawgate" "$BENCH_BIN/clawgate-load" "$OUT/bin/"
+	else
+		echo "[bench] building clawgate and clawgate-load into $OUT/bin" >&2
+		go build -o "$OUT/bin/clawgate" ./cmd/clawgate
+		go build -o "$OUT/bin/clawgate-load" ./cmd/clawgate-load
+	fi
 	CLAWGATE_BENCH_INNER=1 BENCH_OUT="$OUT" exec scripts/netns.sh "$0" "$@"
 fi
 
@@ -52,7 +58,7 @@ n() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "go: $(go version 2>/dev/null || echo '?')"
 	echo "open files limit: $FD_LIMIT (hard $(ulimit -Hn))"
-	echo "clawgate: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+	echo "clawgate: $("$BIN/clawgate" version 2>/dev/null || true) (tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
