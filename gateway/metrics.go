@@ -184,6 +184,8 @@ func (s *Server) writeMetrics(w io.Writer) {
 		"Connections closed because their bounded event queue overflowed; their queued events were dropped.",
 		float64(m.slowConsumers.Load()))
 
+	s.writeProviderMetrics(p)
+
 	if pm := s.opts.Pairing; pm != nil {
 		if l, err := pm.List(); err == nil {
 			p.single("clawgate_pairing_requests_pending", "gauge", "Device pairing requests waiting for approval.", float64(len(l.Pending)))
@@ -198,5 +200,41 @@ func (s *Server) writeMetrics(w io.Writer) {
 	p.single("go_memstats_sys_bytes", "gauge", "Number of bytes obtained from the OS.", float64(ms.Sys))
 	if rss := readRSS(); rss > 0 {
 		p.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", float64(rss))
+	}
+}
+
+// writeProviderMetrics reports each messaging account: whether it is
+// connected, its state (one series per account, value 1), restarts and
+// inbound events dropped. Labels are the configured channel and account
+// names; providers.Status holds no secret.
+func (s *Server) writeProviderMetrics(p promWriter) {
+	hub := s.opts.Providers
+	if hub == nil {
+		return
+	}
+	sts := hub.Statuses()
+	if len(sts) == 0 {
+		return
+	}
+	p.family("clawgate_provider_up", "gauge", "1 when the messaging account is connected, else 0.")
+	for _, st := range sts {
+		up := 0.0
+		if st.Connected() {
+			up = 1
+		}
+		p.sample("clawgate_provider_up", []string{"channel", st.Channel, "account", st.AccountID}, up)
+	}
+	p.family("clawgate_provider_state", "gauge",
+		"The messaging account's state (starting, connected, reconnecting, stopped, failed, logged-out); failed and logged-out need the operator.")
+	for _, st := range sts {
+		p.sample("clawgate_provider_state", []string{"channel", st.Channel, "account", st.AccountID, "state", string(st.State)}, 1)
+	}
+	p.family("clawgate_provider_restarts_total", "counter", "Restarts of the messaging account's provider by the supervisor.")
+	for _, st := range sts {
+		p.sample("clawgate_provider_restarts_total", []string{"channel", st.Channel, "account", st.AccountID}, float64(st.Restarts))
+	}
+	p.family("clawgate_provider_inbound_dropped_total", "counter", "Inbound messages dropped by policy or shape checks.")
+	for _, st := range sts {
+		p.sample("clawgate_provider_inbound_dropped_total", []string{"channel", st.Channel, "account", st.AccountID}, float64(st.Dropped))
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/clawgate/clawgate/client"
 	"github.com/clawgate/clawgate/logring"
 	"github.com/clawgate/clawgate/protocol"
+	"github.com/clawgate/clawgate/providers"
 )
 
 // getMetrics fetches /metrics from base (host:port) with extra headers.
@@ -277,4 +278,38 @@ func anyContains(lines []string, sub string) bool {
 		}
 	}
 	return false
+}
+
+// statusHub is a providers.Hub that only reports statuses.
+type statusHub struct {
+	providers.Hub
+	statuses []providers.Status
+}
+
+func (h statusHub) Statuses() []providers.Status       { return h.statuses }
+func (h statusHub) Watch(func(providers.Event)) func() { return func() {} }
+
+func TestMetricsProviders(t *testing.T) {
+	hub := statusHub{statuses: []providers.Status{
+		{Channel: "telegram", AccountID: "default", State: providers.StateConnected, Restarts: 2},
+		{Channel: "slack", AccountID: "work", State: providers.StateLoggedOut, Dropped: 5, TokenSource: "/etc/clawgate/slack.token"},
+	}}
+	g := startGateway(t, func(o *Options) { o.Providers = hub })
+	_, body, _ := getMetrics(t, g.addr, nil)
+	m := parseProm(t, body)
+	for series, want := range map[string]float64{
+		`clawgate_provider_up{channel="telegram",account="default"}`:                      1,
+		`clawgate_provider_up{channel="slack",account="work"}`:                            0,
+		`clawgate_provider_state{channel="slack",account="work",state="logged-out"}`:      1,
+		`clawgate_provider_state{channel="telegram",account="default",state="connected"}`: 1,
+		`clawgate_provider_restarts_total{channel="telegram",account="default"}`:          2,
+		`clawgate_provider_inbound_dropped_total{channel="slack",account="work"}`:         5,
+	} {
+		if got, ok := m[series]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", series, got, ok, want)
+		}
+	}
+	if strings.Contains(body, "slack.token") {
+		t.Error("metrics name a token source")
+	}
 }

@@ -19,7 +19,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -733,8 +735,41 @@ func (d *doctor) checkRunning(ctx context.Context) {
 		d.add("auth-failures", sevWarn, fmt.Sprintf("%.0f failed authentication attempts since the gateway started", n),
 			"Someone may be guessing tokens; repeated failures are locked out per client.", "check the log: journalctl -u clawgate | grep unauthorized")
 	}
+	d.checkProviders(vals)
 	if n := vals["clawgate_pairing_requests_pending"]; n > 0 {
 		d.add("pairing-pending", sevInfo, fmt.Sprintf("%.0f device pairing requests wait for approval", n), "", "clawgate devices list")
+	}
+}
+
+var promLabelRE = regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
+
+// checkProviders flags messaging accounts that need the operator: failed
+// (a permanent error such as refused credentials) or logged out.
+func (d *doctor) checkProviders(vals map[string]float64) {
+	var need []string
+	n := 0
+	for series, v := range vals {
+		if !strings.HasPrefix(series, "clawgate_provider_state{") || v != 1 {
+			continue
+		}
+		n++
+		labels := map[string]string{}
+		for _, m := range promLabelRE.FindAllStringSubmatch(series, -1) {
+			labels[m[1]] = m[2]
+		}
+		switch labels["state"] {
+		case "failed", "logged-out":
+			need = append(need, fmt.Sprintf("%s account %q is %s", labels["channel"], labels["account"], labels["state"]))
+		}
+	}
+	sort.Strings(need)
+	switch {
+	case len(need) > 0:
+		d.add("provider-relink", sevWarn, "Messaging accounts need re-linking",
+			strings.Join(need, "; ")+": they stay down until their credentials are fixed or they are linked again.",
+			"check the log (journalctl -u clawgate | grep provider), fix the account's token, then restart the gateway")
+	case n > 0:
+		d.add("providers", sevOK, fmt.Sprintf("%d messaging accounts, none needs re-linking", n), "", "")
 	}
 }
 

@@ -362,3 +362,30 @@ func TestDoctorTLSGateway(t *testing.T) {
 	rep, _, err = s.doctor(t, "--tls", "--port", strconv.Itoa(p.port))
 	wantCritical(t, rep, err, "tls-key-mode")
 }
+
+// TestDoctorProviders reads provider states from a /metrics page.
+func TestDoctorProviders(t *testing.T) {
+	page := `# TYPE clawgate_provider_state gauge
+clawgate_provider_state{channel="telegram",account="default",state="connected"} 1
+clawgate_provider_state{channel="slack",account="work",state="logged-out"} 1
+clawgate_provider_state{channel="discord",account="guild \"x\"",state="failed"} 1
+`
+	d := &doctor{}
+	d.checkProviders(promValues(page))
+	if len(d.findings) != 1 || d.findings[0].ID != "provider-relink" || d.findings[0].Severity != sevWarn {
+		t.Fatalf("findings %+v", d.findings)
+	}
+	for _, want := range []string{`slack account "work" is logged-out`, `discord account "guild \\\"x\\\"" is failed`} {
+		if !strings.Contains(d.findings[0].Detail, want) {
+			t.Errorf("detail %q lacks %q", d.findings[0].Detail, want)
+		}
+	}
+	if strings.Contains(d.findings[0].Detail, "telegram") {
+		t.Error("a connected account reported")
+	}
+	d = &doctor{}
+	d.checkProviders(promValues(`clawgate_provider_state{channel="telegram",account="default",state="connected"} 1` + "\n"))
+	if len(d.findings) != 1 || d.findings[0].ID != "providers" || d.findings[0].Severity != sevOK {
+		t.Fatalf("healthy providers: %+v", d.findings)
+	}
+}
