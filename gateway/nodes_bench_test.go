@@ -125,4 +125,3 @@ func BenchmarkNodeInvokeParallel(b *testing.B) {
 	b.StopTimer()
 	lat.report(b)
 }
-

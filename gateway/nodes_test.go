@@ -826,7 +826,7 @@ func TestNodeExecApprovalGatesSystemRun(t *testing.T) {
 		raw, err := req.Call(context.Background(), "exec.approval.request", map[string]any{
 			"host": "node", "nodeId": n.id.DeviceID, "command": "touch /tmp/x",
 			"systemRunPlan": map[string]any{"argv": argv, "cwd": "/tmp", "commandText": "touch /tmp/x", "agentId": nil, "sessionKey": nil},
-			"timeoutMs": 60000})
+			"timeoutMs":     60000})
 		appr <- invokeOutcome{raw, err}
 	}()
 	ev := approverEv.wait(t, "exec.approval.requested", nil)
