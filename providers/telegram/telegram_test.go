@@ -500,3 +500,51 @@ func mustJSON(v any) string {
 	}
 	return string(b)
 }
+
+// TestHugeMessageDropped is attack I13 over long polling: a 10 MB text
+// arrives through getUpdates, is dropped by the policy without a panic,
+// and the next message still gets through.
+func TestHugeMessageDropped(t *testing.T) {
+	p, f := newPolling(t, nil)
+	defer f.Close()
+	sup, err := providers.NewSupervisor(providers.Options{}, providers.Account{Provider: p,
+		Policy: providers.Policy{AllowFrom: []string{strconv.Itoa(fake.SenderID)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	defer sup.Watch(func(ev providers.Event) {
+		if ev.Inbound != nil {
+			mu.Lock()
+			got = append(got, ev.Inbound.Text)
+			mu.Unlock()
+		}
+	})()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	f.InjectMessage(fake.SenderID, "private", fake.SenderID, strings.Repeat("A", 10<<20))
+	f.InjectMessage(fake.SenderID, "private", fake.SenderID, "small")
+	// Decoding 10 MB of JSON is slow under the race detector.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0] != "small" {
+		t.Errorf("delivered %d messages (first %d bytes)", len(got), len(strings.Join(got, "")))
+	}
+	if st := sup.Statuses()[0]; st.Dropped != 1 {
+		t.Errorf("dropped = %d, want 1", st.Dropped)
+	}
+}
