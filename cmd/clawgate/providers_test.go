@@ -73,7 +73,7 @@ func channelsConfig(t *testing.T, f *channelFakes, state string) {
 		"version": 1,
 		"channels": map[string]any{
 			"telegram": []any{map[string]any{
-				"token": map[string]any{"file": writeSecret(t, secrets, "telegram.token", e2eTelegramToken, 0o600)},
+				"token":  map[string]any{"file": writeSecret(t, secrets, "telegram.token", e2eTelegramToken, 0o600)},
 				"apiUrl": f.tg.URL, "pollTimeoutSeconds": 2,
 				"allowFrom": []string{f.tg.SenderID()},
 			}},
