@@ -92,7 +92,7 @@ func dialAdmin(ctx context.Context, f callFlags, e env) (*client.Client, error) 
 		return nil, err
 	}
 	if url == "" {
-		url = "ws://127.0.0.1:" + strconv.Itoa(config.DefaultPort)
+		url = "ws://127.0.0.1:" + strconv.Itoa(configuredPort(f.stateDir, e))
 	}
 	if token == "" {
 		token = envToken(e)
