@@ -63,7 +63,7 @@ func TestSystemdNotify(t *testing.T) {
 			cmd := exec.Command(binary, "gateway", "--port", strconv.Itoa(port))
 			cmd.Env = append(os.Environ(), "CLAWGATE_STATE_DIR="+filepath.Join(t.TempDir(), "state"),
 				"CLAWGATE_GATEWAY_TOKEN=", "OPENCLAW_GATEWAY_TOKEN=",
-				"NOTIFY_SOCKET="+name, "WATCHDOG_USEC=200000")
+				"NOTIFY_SOCKET="+name, "WATCHDOG_USEC=1000000")
 			var out strings.Builder
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
