@@ -43,7 +43,7 @@ func pairingError(err error) error {
 	case errors.Is(err, pairing.ErrForbidden):
 		return &protocol.Error{Code: protocol.ErrForbidden, Message: "forbidden: only the device itself or an admin may do this"}
 	case errors.Is(err, pairing.ErrInvalid):
-		return protocol.InvalidRequest("invalid params")
+		return protocol.InvalidRequest("unknown or malformed deviceId or role")
 	}
 	return err
 }

@@ -36,7 +36,7 @@ func (s *Server) handle(name string, async bool, h handlerFunc) {
 func (s *Server) methodNames() []string {
 	names := make([]string, 0, len(s.methods))
 	for n := range s.methods {
-		if strings.HasPrefix(n, "clawgate.") {
+		if unadvertised(n) {
 			continue
 		}
 		names = append(names, n)
@@ -139,4 +139,13 @@ func authorize(sess *Session, method string) *protocol.Error {
 	}
 	return &protocol.Error{Code: protocol.ErrForbidden, Message: "missing scope: " + need,
 		Details: map[string]any{"code": protocol.DetailMissingScope, "missingScope": need, "requiredScopes": []string{need}}}
+}
+
+// unadvertised reports clawgate's own methods (clawgate.*, the canvas
+// host's canvas.*) and protocol-3 names that OpenClaw 2026.9 no longer
+// lists: they stay callable, but hello-ok advertises only what an OpenClaw
+// client knows.
+func unadvertised(method string) bool {
+	return strings.HasPrefix(method, "clawgate.") || strings.HasPrefix(method, "canvas.") ||
+		method == "node.canvas.capability.refresh"
 }

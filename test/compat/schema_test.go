@@ -2,6 +2,8 @@ package compat
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/clawgate/clawgate/authn"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
@@ -48,7 +52,12 @@ var destructiveMethods = map[string]string{
 // invalidParamsRE matches the error messages of a gateway that rejected a
 // request's params by schema ("invalid foo params: must have required
 // property 'x'", "invalid request frame", ...).
-var invalidParamsRE = regexp.MustCompile(`(?i)invalid\b.*\bparams?\b|\bparams?\b.*\binvalid|required propert|additional propert|must not have|invalid request frame`)
+// invalidParamsRE matches a rejection of the params' shape (what a schema
+// decides), not of their meaning: "invalid cron.add params: at /schedule:
+// ..." or "... unexpected property 'x'" is a conformance failure, while
+// "unknown deviceId" or "schedule.at must be a timestamp" for a value the
+// schema allows is the gateway doing its job.
+var invalidParamsRE = regexp.MustCompile(`(?i)params?: (at (root|/)|must have required|unexpected property)|required propert|additional propert|must not have|invalid request frame|^invalid params$`)
 
 // connectParams is the connect request the conformance client sends: a
 // device-less local CLI with the shared token.
@@ -230,8 +239,14 @@ func dialSession(t *testing.T, g *gateway, fc *frameChecker) *wsSession {
 		t.Fatalf("first frame is not the connect.challenge event: %s", truncate(compactJSON(first), 500))
 	}
 
-	// 2. connect; our own request must be valid too, or the test proves nothing.
+	// 2. connect as a signed device, so the gateway (which gives device-less
+	// shared-token sessions at most read and write) grants the admin scope
+	// and every advertised method can be called; our own request must be
+	// valid too, or the test proves nothing.
 	params := connectParams(g.Token)
+	if cp, ok := first["payload"].(map[string]any); ok {
+		params["device"] = signDevice(t, params, cp)
+	}
 	req := map[string]any{"type": "req", "id": "connect-1", "method": "connect", "params": params}
 	s.checkOwnRequest(req, "ConnectParams")
 	if err := conn.WriteJSON(req); err != nil {
@@ -566,4 +581,36 @@ func mustDig(t *testing.T, v any, path ...string) any {
 		t.Fatalf("hello-ok has no %s", strings.Join(path, "."))
 	}
 	return x
+}
+
+// signDevice returns a device block for params, signed over the v3 payload
+// for this challenge with a fresh ed25519 key.
+func signDevice(t *testing.T, params map[string]any, challenge map[string]any) map[string]any {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce, _ := challenge["nonce"].(string)
+	var ts float64
+	switch v := challenge["ts"].(type) {
+	case float64:
+		ts = v
+	case json.Number:
+		ts, _ = v.Float64()
+	}
+	client := params["client"].(map[string]any)
+	var scopes []string
+	for _, s := range params["scopes"].([]any) {
+		scopes = append(scopes, s.(string))
+	}
+	id := authn.DeviceID(pub)
+	payload := authn.BuildPayloadV3(authn.PayloadFields{
+		DeviceID: id, ClientID: client["id"].(string), ClientMode: client["mode"].(string),
+		Role: params["role"].(string), Scopes: scopes, SignedAtMs: int64(ts),
+		Token: params["auth"].(map[string]any)["token"].(string), Nonce: nonce,
+		Platform: client["platform"].(string),
+	})
+	return map[string]any{"id": id, "publicKey": authn.EncodePublicKey(pub),
+		"signature": authn.SignPayload(priv, payload), "signedAt": int64(ts), "nonce": nonce}
 }
