@@ -94,6 +94,20 @@ start_clawgate() {
 
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# rss_tree PID: resident KiB of PID and all its descendants.
+rss_tree() {
+	local total=0 p kids
+	local queue=("$1")
+	while [ "${#queue[@]}" -gt 0 ]; do
+		p="${queue[0]}"
+		queue=("${queue[@]:1}")
+		total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+		kids="$(cat /proc/"$p"/task/*/children 2>/dev/null || true)"
+		for k in $kids; do queue+=("$k"); done
+	done
+	echo "$total"
+}
+
 # load TARGET_NAME URL PID OUTFILE ARGS...
 load() {
 	local name="$1" url="$2" pid="$3" out="$4"
@@ -148,11 +162,13 @@ compare() { # name url pid scale(1 clawgate, 10 openclaw)
 }
 
 start_clawgate compare
+echo "$(rss_tree "$CG_PID") KiB" >"$OUT/rss-fresh-clawgate.txt"
 compare clawgate "ws://127.0.0.1:$CG_PORT" "$CG_PID" 1
 stop_pid "$CG_PID"
 
 if [ "$WITH_OPENCLAW" = 1 ]; then
 	if start_openclaw; then
+		echo "$(rss_tree "$OC_PID") KiB" >"$OUT/rss-fresh-openclaw.txt"
 		compare openclaw "ws://127.0.0.1:$OC_PORT" "$OC_PID" 20
 		stop_pid "$OC_PID"
 	fi
@@ -203,7 +219,7 @@ for t in ("clawgate", "openclaw"):
     rows.append((t, "health p99 ms", g(t, "health", "health", "latency", "p99Ms")))
     rows.append((t, "health p999 ms", g(t, "health", "health", "latency", "p999Ms")))
     rows.append((t, "health calls /s", g(t, "health", "health", "perSecond")))
-    rows.append((t, "RSS idle MiB (process tree)", mib(g(t, "idle500", "idle", "memBefore", "treeRssBytes"))))
+    rows.append((t, "RSS idle after the runs MiB (process tree)", mib(g(t, "idle500", "idle", "memBefore", "treeRssBytes"))))
     rows.append((t, "RSS with 500 idle conns MiB", mib(g(t, "idle500", "idle", "memAfter", "treeRssBytes"))))
     rows.append((t, "KiB RSS per idle conn at 500", g(t, "idle500", "idle", "treeRssPerConnKiB")))
 idles = sorted({f[4:] for (t, f, sc) in res if t == "clawgate" and f.startswith("idle") and f != "idle500"}, key=int)
@@ -217,6 +233,10 @@ rows.append(("clawgate", "fan-out p50 ms", g("clawgate", "fanout", "fanout", "la
 rows.append(("clawgate", "fan-out p99 ms", g("clawgate", "fanout", "fanout", "latency", "p99Ms")))
 rows.append(("clawgate", "fan-out deliveries missed", g("clawgate", "fanout", "fanout", "missed")))
 rows.append(("clawgate", "churn connect+close /s", g("clawgate", "fanout", "churn", "perSecond")))
+for t in ("clawgate", "openclaw"):
+    f = os.path.join(out, f"rss-fresh-{t}.txt")
+    if os.path.exists(f):
+        rows.append((t, "RSS fresh, before any load MiB (tree)", int(open(f).read().split()[0]) / 1024))
 print(f"{'target':10} {'metric':48} value")
 for t, m, v in rows:
     if v is None: continue
