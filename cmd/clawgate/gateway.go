@@ -24,6 +24,7 @@ type gatewayFlags struct {
 	config    string
 	logFormat string
 	tls       tlsFlags
+	tailnet   tailnetFlags
 }
 
 func runGateway(ctx context.Context, args []string, e env) error {
@@ -39,6 +40,7 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&f.config, "config", "", "config file (default <state-dir>/clawgate.json)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	f.tls.register(fs)
+	f.tailnet.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return exitError{err: err, silent: true}
 	}
@@ -109,6 +111,12 @@ func runGateway(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	ln := lns[0].Listener
+	tn, err := startTailnet(f.tailnet, cfg.Tailnet, ln.Addr(), p, e, srv, log) // tailnet.go
+	if err != nil {
+		return err
+	}
+	defer tn.close()
+	lns = append(lns, tn.listeners()...)
 	log.Info("gateway listening", append([]any{"addr", ln.Addr().String(), "stateDir", p.stateDir,
 		"version", version, "startupMs", time.Since(start).Milliseconds()}, plan.logAttrs()...)...)
 	sd, err := newNotifier(e.getenv, log)

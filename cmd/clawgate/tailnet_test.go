@@ -1,0 +1,536 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/clawgate/clawgate/authn"
+	"github.com/clawgate/clawgate/client"
+	"github.com/clawgate/clawgate/config"
+	"github.com/clawgate/clawgate/gateway"
+	"github.com/clawgate/clawgate/pairing"
+	"github.com/clawgate/clawgate/protocol"
+	"github.com/clawgate/clawgate/store/bolt"
+	"github.com/clawgate/clawgate/tsnode/tsnodetest"
+)
+
+const tailnetTestToken = "tailnet-test-token-0123456789abcdef0123456"
+
+// tnBuffer collects log output from several goroutines.
+type tnBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *tnBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *tnBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// tailnetGateway is a real gateway.Server with pairing over bbolt, a
+// loopback listener, and the tailnet listener wired exactly as
+// runGateway wires it (startTailnet), on an in-process tailnet.
+type tailnetGateway struct {
+	srv      *gateway.Server
+	tl       *tailnet
+	loopback string // ws://127.0.0.1:port
+	port     int
+	ip       netip.Addr // tailnet IPv4
+	dnsName  string
+	nodeID   string
+	owner    string // login that owns the gateway node
+	logs     *tnBuffer
+}
+
+func startTailnetGateway(t testing.TB, tn *tsnodetest.Tailnet, cfg config.Tailnet) *tailnetGateway {
+	t.Helper()
+	state := filepath.Join(t.TempDir(), "state")
+	if err := config.EnsureDir(state); err != nil {
+		t.Fatal(err)
+	}
+	logs := &tnBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	db, err := bolt.Open(filepath.Join(state, "clawgate.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := pairing.New(db, pairing.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := authn.NewSharedSecret(tailnetTestToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := gateway.New(gateway.Options{Version: "test", Token: secret, Logger: log, Pairing: pm,
+		Backup: db.BackupFile, StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ControlURL = tn.ControlURL()
+	if cfg.Hostname == "" {
+		cfg.Hostname = "gw"
+	}
+	cfg.Ephemeral = true
+	e := env{stdout: logs, stderr: logs, getenv: func(string) string { return "" }}
+	tl, err := startTailnet(tailnetFlags{enable: true}, cfg, ln.Addr(), paths{stateDir: state}, e, srv, log)
+	if err != nil || tl == nil {
+		t.Fatalf("startTailnet: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	lns := append([]gateway.Listener{{Listener: ln, Path: authn.PathLoopback}}, tl.listeners()...)
+	go func() { done <- srv.Serve(ctx, lns...) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("Serve did not return")
+		}
+		tl.close()
+		pm.Close()
+		db.Close()
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", logs.String())
+		}
+	})
+	rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer rcancel()
+	if err := tl.node.WaitReady(rctx); err != nil {
+		t.Fatalf("tailnet node: %v\n%s", err, logs.String())
+	}
+	st := tl.node.Status()
+	g := &tailnetGateway{srv: srv, tl: tl, loopback: "ws://" + ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port,
+		dnsName: st.DNSName, nodeID: st.NodeID, owner: st.OwnerLogin, logs: logs}
+	for _, ip := range st.IPs {
+		if ip.Is4() {
+			g.ip = ip
+		}
+	}
+	return g
+}
+
+// tailnetURL is the gateway's URL on the tailnet by name.
+func (g *tailnetGateway) tailnetURL() string {
+	return "ws://" + net.JoinHostPort(g.dnsName, strconv.Itoa(g.port))
+}
+
+// ipURL is the gateway's URL on the tailnet by IPv4 address.
+func (g *tailnetGateway) ipURL() string {
+	return "ws://" + netip.AddrPortFrom(g.ip, uint16(g.port)).String()
+}
+
+// tnDevice is one client device: a key pair, dialing from a tailnet peer
+// (nil: from loopback).
+type tnDevice struct {
+	id   *client.Identity
+	peer *tsnodetest.Peer
+}
+
+func newTnDevice(t testing.TB, peer *tsnodetest.Peer) *tnDevice {
+	t.Helper()
+	id, err := client.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tnDevice{id: id, peer: peer}
+}
+
+// dialToken connects with the given shared token.
+func (d *tnDevice) dialToken(url, token string, scopes ...string) (*client.Client, error) {
+	return d.dialOpts(client.Options{URL: url, Token: token, Scopes: scopes})
+}
+
+// dial connects the device to url with the shared token (or a device
+// token when devToken is set), asking for scopes.
+func (d *tnDevice) dial(url, devToken string, header http.Header, scopes ...string) (*client.Client, error) {
+	opts := client.Options{URL: url, Scopes: scopes, Header: header}
+	if devToken != "" {
+		opts.DeviceToken = devToken
+	} else {
+		opts.Token = tailnetTestToken
+	}
+	return d.dialOpts(opts)
+}
+
+func (d *tnDevice) dialOpts(opts client.Options) (*client.Client, error) {
+	opts.Identity, opts.DisplayName = d.id, "test device"
+	if d.peer != nil {
+		opts.AllowInsecurePlaintext = true // WireGuard encrypts the tailnet hop
+		opts.Dialer = &websocket.Dialer{NetDialContext: d.peer.Dial, HandshakeTimeout: 20 * time.Second}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return client.Dial(ctx, opts)
+}
+
+func tnDetail(err error) (code, requestID string) {
+	var re *client.RemoteError
+	if !errors.As(err, &re) {
+		return "", ""
+	}
+	if m, ok := re.Details.(map[string]any); ok {
+		requestID, _ = m["requestId"].(string)
+	}
+	return re.DetailCode(), requestID
+}
+
+func tnCall(t testing.TB, c *client.Client, method string, params any) json.RawMessage {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Call(ctx, method, params)
+	if err != nil {
+		t.Fatalf("%s: %v", method, err)
+	}
+	return res
+}
+
+// waitWhoIs polls the gateway node's WhoIs for peer until ok accepts it.
+func (g *tailnetGateway) waitWhoIs(t testing.TB, p *tsnodetest.Peer, what string, ok func(login string, sharedIn bool) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		id, err := g.tl.node.WhoIs(ctx, netip.AddrPortFrom(p.IP, 1).String())
+		cancel()
+		if err == nil && ok(id.UserLogin, id.SharedIn) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: WhoIs(%s) = %+v, %v", what, p.Name, id, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// TestTailnetGateway is the end-to-end run: a real gateway with a tsnet
+// listener and real tsnet peers on an in-process tailnet.
+func TestTailnetGateway(t *testing.T) {
+	tn := tsnodetest.New(t, tsnodetest.Options{})
+	g := startTailnetGateway(t, tn, config.Tailnet{})
+	peers := tn.NewPeers(t,
+		tsnodetest.PeerOptions{Hostname: "phone"},
+		tsnodetest.PeerOptions{Hostname: "laptop"},
+		tsnodetest.PeerOptions{Hostname: "guest"},
+		tsnodetest.PeerOptions{Hostname: "ci", Tags: []string{"tag:ci"}},
+		tsnodetest.PeerOptions{Hostname: "mallory"},
+	)
+	phone, laptop, guest, ci, mallory := peers[0], peers[1], peers[2], peers[3], peers[4]
+	tn.SetOwner(phone.ID, g.nodeID) // the gateway owner's own phone
+	tn.ShareIn(guest.ID)            // a device shared in from another tailnet
+	g.waitWhoIs(t, phone, "phone owned by the gateway's owner", func(l string, _ bool) bool { return l == g.owner })
+	g.waitWhoIs(t, guest, "guest shared in", func(_ string, s bool) bool { return s })
+	for _, p := range peers {
+		p.WaitReach(t, g.ip)
+	}
+	admin := newTnDevice(t, nil)
+	adminC, err := admin.dial(g.loopback, "", nil, protocol.ScopeAdmin, protocol.ScopeRead, protocol.ScopePairing)
+	if err != nil {
+		t.Fatalf("local admin: %v", err)
+	}
+	defer adminC.Close()
+
+	// Same user's phone: paired silently (signed challenge, no approval),
+	// then health over the tailnet, reached by MagicDNS name.
+	phoneDev := newTnDevice(t, phone)
+	phoneC, err := phoneDev.dial(g.tailnetURL(), "", nil, protocol.ScopeRead, protocol.ScopeWrite)
+	if err != nil {
+		t.Fatalf("owner's phone over the tailnet: %v", err)
+	}
+	defer phoneC.Close()
+	if phoneC.Hello().Auth.DeviceToken == "" {
+		t.Fatal("silently paired phone got no device token")
+	}
+	var health protocol.HealthSummary
+	if err := json.Unmarshal(tnCall(t, phoneC, "health", nil), &health); err != nil || !health.OK {
+		t.Fatalf("health over the tailnet: %+v, %v", health, err)
+	}
+	// The device token works alone on the next connect.
+	again, err := phoneDev.dial(g.ipURL(), phoneC.Hello().Auth.DeviceToken, nil, protocol.ScopeRead)
+	if err != nil {
+		t.Fatalf("phone reconnect with its device token: %v", err)
+	}
+	again.Close()
+
+	// Another user of the same tailnet: pairing required, then connects
+	// after device.pair.approve.
+	laptopDev := newTnDevice(t, laptop)
+	_, err = laptopDev.dial(g.ipURL(), "", nil, protocol.ScopeRead)
+	code, reqID := tnDetail(err)
+	if code != protocol.DetailPairingRequired || reqID == "" {
+		t.Fatalf("other user's laptop: %v (detail %q, request %q), want PAIRING_REQUIRED with a request id", err, code, reqID)
+	}
+	tnCall(t, adminC, "device.pair.approve", map[string]any{"requestId": reqID})
+	laptopC, err := laptopDev.dial(g.ipURL(), "", nil, protocol.ScopeRead)
+	if err != nil {
+		t.Fatalf("laptop after approval: %v", err)
+	}
+	defer laptopC.Close()
+	tnCall(t, laptopC, "health", nil)
+
+	// Shared-in and tagged nodes are never auto-approved.
+	for _, p := range []*tsnodetest.Peer{guest, ci} {
+		_, err := newTnDevice(t, p).dial(g.ipURL(), "", nil, protocol.ScopeRead)
+		if code, _ := tnDetail(err); code != protocol.DetailPairingRequired {
+			t.Errorf("%s: %v (detail %q), want PAIRING_REQUIRED", p.Name, err, code)
+		}
+	}
+
+	// E1: forged identity headers change nothing. Mallory (another user)
+	// claims to be the owner, local, and proxied: still pairing.
+	forged := http.Header{
+		"Tailscale-User-Login":   {g.owner},
+		"Tailscale-User-Name":    {"Owner"},
+		"Tailscale-Headers-Info": {"https://tailscale.com/s/serve-headers"},
+		"X-Forwarded-For":        {"127.0.0.1"},
+		"X-Forwarded-User":       {g.owner},
+		"X-Real-Ip":              {"127.0.0.1"},
+	}
+	_, err = newTnDevice(t, mallory).dial(g.ipURL(), "", forged, protocol.ScopeRead, protocol.ScopeAdmin)
+	if code, _ := tnDetail(err); code != protocol.DetailPairingRequired {
+		t.Fatalf("mallory with forged headers: %v (detail %q), want PAIRING_REQUIRED", err, code)
+	}
+	// ...and the owner's second device claiming to be someone else is
+	// still the owner's (identity comes from WhoIs, not headers).
+	tab, err := newTnDevice(t, phone).dial(g.tailnetURL(), "", http.Header{"Tailscale-User-Login": {mallory.Login}}, protocol.ScopeRead)
+	if err != nil {
+		t.Fatalf("owner's second device with a forged Tailscale-User-Login: %v", err)
+	}
+	tab.Close()
+
+	// E2: identity headers on the loopback listener are anonymous: no
+	// token, no entry.
+	noTok := client.Options{URL: g.loopback, Header: http.Header{"Tailscale-User-Login": {g.owner}, "Tailscale-User-Name": {"Owner"}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err = client.Dial(ctx, noTok)
+	cancel()
+	if code, _ := tnDetail(err); code != protocol.DetailAuthTokenMissing {
+		t.Fatalf("loopback with Tailscale headers and no token: %v (detail %q), want AUTH_TOKEN_MISSING", err, code)
+	}
+
+	// E6: a tailnet peer is never local, even when trusted: local-only
+	// methods refuse it.
+	phoneAdmin, err := newTnDevice(t, phone).dial(g.tailnetURL(), "", nil, protocol.ScopeAdmin, protocol.ScopeRead)
+	if err != nil {
+		t.Fatalf("owner's phone asking for admin: %v", err)
+	}
+	_, err = phoneAdmin.Call(context.Background(), "clawgate.backup", map[string]any{"path": filepath.Join(t.TempDir(), "x.db")})
+	var re *client.RemoteError
+	if !errors.As(err, &re) || re.Code != protocol.ErrForbidden {
+		t.Fatalf("clawgate.backup from the tailnet: %v, want FORBIDDEN (local only)", err)
+	}
+	phoneAdmin.Close()
+
+	// status: the tailnet section; login URL and owner only for admins.
+	var st struct {
+		Tailnet tailnetStatus `json:"tailnet"`
+	}
+	if err := json.Unmarshal(tnCall(t, adminC, "status", nil), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Tailnet.State != "Running" || st.Tailnet.DNSName != g.dnsName || st.Tailnet.Port != g.port ||
+		len(st.Tailnet.IPs) == 0 || st.Tailnet.OwnerLogin != g.owner {
+		t.Fatalf("admin status.tailnet = %+v", st.Tailnet)
+	}
+	st.Tailnet = tailnetStatus{}
+	if err := json.Unmarshal(tnCall(t, laptopC, "status", nil), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Tailnet.State != "Running" || st.Tailnet.OwnerLogin != "" || st.Tailnet.LoginURL != "" {
+		t.Fatalf("read-only status.tailnet = %+v", st.Tailnet)
+	}
+
+	// E7: key expiry closes that node's sockets; removal from the tailnet
+	// closes the phone's (last: it freezes the gateway's netmap updates).
+	// The gateway no longer reaches a departed node over WireGuard, so the
+	// close is observed on the gateway's side.
+	tn.ExpireKey(laptop.ID)
+	g.waitPeerClosed(t, laptop.ID, 2) // left: admin (loopback), phone
+	tnCall(t, phoneC, "health", nil)
+	tn.RemoveFrom(g.nodeID, phone.ID)
+	g.waitPeerClosed(t, phone.ID, 1) // left: admin
+	tnCall(t, adminC, "health", nil)
+}
+
+// waitPeerClosed waits until the gateway has closed the socket of tailnet
+// node id and holds exactly want sockets.
+func (g *tailnetGateway) waitPeerClosed(t testing.TB, id string, want int) {
+	t.Helper()
+	line := "node=" + id + " sockets=1"
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(g.logs.String(), line) || g.srv.ConnCount() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("socket of %s not closed (log has %q: %v; %d sockets open, want %d)",
+				id, line, strings.Contains(g.logs.String(), line), g.srv.ConnCount(), want)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// TestTailnetHostHeader: E8 and E6. On the tailnet listener the Host
+// header must name the gateway's tailnet node on its port; loopback names
+// and anything else get 403 before any WebSocket exists.
+func TestTailnetHostHeader(t *testing.T) {
+	tn := tsnodetest.New(t, tsnodetest.Options{})
+	g := startTailnetGateway(t, tn, config.Tailnet{})
+	phone := tn.NewPeer(t, tsnodetest.PeerOptions{Hostname: "phone"})
+	phone.WaitReach(t, g.ip)
+	port := strconv.Itoa(g.port)
+	cases := []struct {
+		host string
+		want int
+	}{
+		{"evil.example", http.StatusForbidden},
+		{"evil.example:" + port, http.StatusForbidden},
+		{"127.0.0.1:" + port, http.StatusForbidden}, // tailnet traffic is never loopback
+		{"localhost:" + port, http.StatusForbidden},
+		{g.dnsName + ":1", http.StatusForbidden}, // right name, wrong port
+		{"gw.evil.example:" + port, http.StatusForbidden},
+		{g.dnsName + ":" + port, http.StatusSwitchingProtocols},
+		{g.dnsName, http.StatusSwitchingProtocols},
+		{"gw:" + port, http.StatusSwitchingProtocols}, // MagicDNS short name
+		{netip.AddrPortFrom(g.ip, uint16(g.port)).String(), http.StatusSwitchingProtocols},
+	}
+	for _, c := range cases {
+		if got := tnUpgradeStatus(t, phone, netip.AddrPortFrom(g.ip, uint16(g.port)).String(), c.host); got != c.want {
+			t.Errorf("Host %q: HTTP %d, want %d", c.host, got, c.want)
+		}
+	}
+	if !strings.Contains(g.logs.String(), "host not allowed") {
+		t.Error("refused Host not logged")
+	}
+}
+
+// tnUpgradeStatus sends one WebSocket upgrade with the given Host over the
+// tailnet and returns the HTTP status.
+func tnUpgradeStatus(t testing.TB, p *tsnodetest.Peer, addr, host string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := p.Dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", host)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("Host %q: %v", host, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestTailnetAllowedTagsAndLogins: the configured policy replaces the
+// default: an allowlisted tag pairs silently; the owner is no longer
+// trusted when allowedLogins names someone else.
+func TestTailnetAllowedTagsAndLogins(t *testing.T) {
+	tn := tsnodetest.New(t, tsnodetest.Options{})
+	peers := tn.NewPeers(t,
+		tsnodetest.PeerOptions{Hostname: "ci", Tags: []string{"tag:ci"}},
+		tsnodetest.PeerOptions{Hostname: "friend"},
+	)
+	ci, friend := peers[0], peers[1]
+	g := startTailnetGateway(t, tn, config.Tailnet{AllowedTags: []string{"tag:ci"}, AllowedLogins: []string{friend.Login}})
+	phone := tn.NewPeer(t, tsnodetest.PeerOptions{Hostname: "phone"})
+	tn.SetOwner(phone.ID, g.nodeID)
+	g.waitWhoIs(t, phone, "phone owned by the gateway's owner", func(l string, _ bool) bool { return l == g.owner })
+	for _, p := range []*tsnodetest.Peer{ci, friend, phone} {
+		p.WaitReach(t, g.ip)
+	}
+	for _, p := range []*tsnodetest.Peer{ci, friend} {
+		c, err := newTnDevice(t, p).dial(g.ipURL(), "", nil, protocol.ScopeRead)
+		if err != nil {
+			t.Fatalf("%s (allowlisted): %v", p.Name, err)
+		}
+		c.Close()
+	}
+	_, err := newTnDevice(t, phone).dial(g.ipURL(), "", nil, protocol.ScopeRead)
+	if code, _ := tnDetail(err); code != protocol.DetailPairingRequired {
+		t.Fatalf("owner's phone with allowedLogins set to another user: %v (detail %q), want PAIRING_REQUIRED", err, code)
+	}
+}
+
+// TestTailnetOff: without --tailnet or the config switch nothing
+// tailnet-related starts, and the status has no tailnet section.
+func TestTailnetOff(t *testing.T) {
+	state := t.TempDir()
+	tl, err := startTailnet(tailnetFlags{}, config.Tailnet{ControlURL: "http://127.0.0.1:1"}, nil, paths{stateDir: state},
+		env{getenv: func(string) string { return "" }}, nil, slog.New(slog.DiscardHandler))
+	if err != nil || tl != nil {
+		t.Fatalf("startTailnet with tailnet off = %v, %v", tl, err)
+	}
+	if tl.listeners() != nil {
+		t.Fatal("listeners from a nil tailnet")
+	}
+	tl.close()
+	if _, err := os.Stat(filepath.Join(state, "tsnet")); !os.IsNotExist(err) {
+		t.Fatalf("tsnet state dir created with the tailnet off: %v", err)
+	}
+}
+
+// TestTailnetConfigChecks: bad settings are refused before anything starts;
+// the auth key file must be private.
+func TestTailnetConfigChecks(t *testing.T) {
+	state := t.TempDir()
+	keyFile := filepath.Join(state, "authkey")
+	if err := os.WriteFile(keyFile, []byte("tskey-auth-secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := env{getenv: func(string) string { return "" }}
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 18789}
+	for _, c := range []struct {
+		cfg  config.Tailnet
+		want string
+	}{
+		{config.Tailnet{ControlURL: "ftp://x"}, "controlURL"},
+		{config.Tailnet{ControlURL: "https://user:pw@headscale.example"}, "controlURL"},
+		{config.Tailnet{AllowedTags: []string{"ci"}}, "not a tag"},
+		{config.Tailnet{AdvertiseTags: []string{"tag:"}}, "not a tag"},
+		{config.Tailnet{AllowedLogins: []string{" "}}, "empty"},
+		{config.Tailnet{Port: 70000}, "out of range"},
+		{config.Tailnet{AuthKeyFile: keyFile}, "chmod 600"},
+	} {
+		_, err := startTailnet(tailnetFlags{enable: true}, c.cfg, addr, paths{stateDir: state}, e, nil, slog.New(slog.DiscardHandler))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want an error about %q", c.cfg, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "tskey-auth-secret") {
+			t.Errorf("error shows the key: %v", err)
+		}
+	}
+}
