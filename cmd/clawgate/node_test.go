@@ -98,9 +98,11 @@ func TestNodeRunEndToEnd(t *testing.T) {
 		rid, nodeID = l.Pending[0].RequestID, l.Pending[0].NodeID
 		return true
 	})
-	if !strings.Contains(nodeOut.String(), rid) {
-		t.Fatalf("the node did not print the request to approve (%s):\n%s", rid, nodeOut.String())
-	}
+	// The gateway lists the request as soon as it exists; the node prints
+	// it once its answer arrives, a moment later on a loaded machine.
+	waitFor(t, "the node to print the request to approve", func() bool {
+		return strings.Contains(nodeOut.String(), rid)
+	})
 	cliJSON(t, state, "nodes", "approve", rid, "--url", url)
 
 	which := cliJSON(t, state, "nodes", "invoke", nodeID, "system.which", "--params", `{"bins":["sh","no-such-binary-xyz"]}`, "--url", url)
