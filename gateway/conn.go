@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -287,11 +288,49 @@ func truncateReason(s string) string {
 	return s
 }
 
+// encodeEvent builds an event frame. It runs once per recipient of every
+// broadcast (each frame carries that connection's seq), so the common case
+// is appended by hand; the bytes are exactly what json.Marshal of
+// protocol.Event gives (TestEncodeEventMatchesMarshal). payload must be
+// json.Marshal output (valid, compact, HTML-escaped), as mustJSON gives.
 func encodeEvent(name string, payload json.RawMessage, seq *uint64, sv *protocol.StateVersion) []byte {
-	ev := protocol.Event{Type: protocol.TypeEvent, Event: name, Seq: seq, StateVersion: sv}
-	if len(payload) > 0 {
-		ev.Payload = payload
+	if !plainEventName(name) {
+		ev := protocol.Event{Type: protocol.TypeEvent, Event: name, Seq: seq, StateVersion: sv}
+		if len(payload) > 0 {
+			ev.Payload = payload
+		}
+		b, _ := json.Marshal(ev)
+		return b
 	}
-	b, _ := json.Marshal(ev)
-	return b
+	b := make([]byte, 0, len(payload)+len(name)+96)
+	b = append(b, `{"type":"event","event":"`...)
+	b = append(b, name...)
+	b = append(b, '"')
+	if len(payload) > 0 {
+		b = append(b, `,"payload":`...)
+		b = append(b, payload...)
+	}
+	if seq != nil {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, *seq, 10)
+	}
+	if sv != nil {
+		b = append(b, `,"stateVersion":{"presence":`...)
+		b = strconv.AppendUint(b, sv.Presence, 10)
+		b = append(b, `,"health":`...)
+		b = strconv.AppendUint(b, sv.Health, 10)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// plainEventName: the name needs no JSON escaping.
+func plainEventName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_' || c == ':') {
+			return false
+		}
+	}
+	return true
 }

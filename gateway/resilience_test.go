@@ -940,3 +940,60 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestEncodeEventMatchesMarshal: the hand-built event frame of the fan-out
+// path is byte for byte what json.Marshal of protocol.Event gives.
+func TestEncodeEventMatchesMarshal(t *testing.T) {
+	u := func(v uint64) *uint64 { return &v }
+	payloads := []json.RawMessage{nil, []byte("null"), []byte(`{}`), mustJSON(map[string]any{"a": "<b>&", "ü": []int{1, 2}}),
+		mustJSON(protocol.PresencePayload{Presence: []protocol.PresenceEntry{{Host: "h\u2028", Text: "x\"y"}}})}
+	names := []string{protocol.EventTick, protocol.EventPresence, "device.pair.requested", "a:b_c-d", "bad<name>", "ünï", `q"uote`, ""}
+	seqs := []*uint64{nil, u(0), u(1), u(1<<64 - 1)}
+	svs := []*protocol.StateVersion{nil, {}, {Presence: 7, Health: 1 << 40}}
+	n := 0
+	for _, name := range names {
+		for _, p := range payloads {
+			for _, seq := range seqs {
+				for _, sv := range svs {
+					ev := protocol.Event{Type: protocol.TypeEvent, Event: name, Seq: seq, StateVersion: sv}
+					if len(p) > 0 {
+						ev.Payload = p
+					}
+					want, err := json.Marshal(ev)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := encodeEvent(name, p, seq, sv); !bytes.Equal(got, want) {
+						t.Fatalf("encodeEvent(%q, %s, %v, %v)\n got %s\nwant %s", name, p, seq, sv, got, want)
+					}
+					n++
+				}
+			}
+		}
+	}
+	t.Logf("%d combinations match", n)
+}
+
+// BenchmarkEncodeEvent: the per-recipient cost of a presence broadcast.
+func BenchmarkEncodeEvent(b *testing.B) {
+	entries := make([]protocol.PresenceEntry, 3)
+	for i := range entries {
+		entries[i] = protocol.PresenceEntry{Host: "host", IP: "127.0.0.1", Version: "1", Platform: "linux", Mode: "ui", Reason: "connect",
+			Text: "host (127.0.0.1) · app 1 · mode ui · reason connect", Roles: []string{"operator"}, Scopes: []string{"operator.read"}}
+	}
+	raw := mustJSON(protocol.PresencePayload{Presence: entries})
+	sv := &protocol.StateVersion{Presence: 3, Health: 1}
+	seq := uint64(12345)
+	b.Run("hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			_ = encodeEvent(protocol.EventPresence, raw, &seq, sv)
+		}
+	})
+	b.Run("marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			_, _ = json.Marshal(protocol.Event{Type: protocol.TypeEvent, Event: protocol.EventPresence, Payload: raw, Seq: &seq, StateVersion: sv})
+		}
+	})
+}
