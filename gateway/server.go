@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +117,7 @@ func (o *Options) setDefaults() {
 		o.TickInterval = protocol.TickIntervalMs * time.Millisecond
 	}
 	if o.HandshakeTimeout <= 0 {
-		o.HandshakeTimeout = protocol.HandshakeTimeoutMs * time.Millisecond
+		o.HandshakeTimeout = handshakeTimeoutFromEnv()
 	}
 	if o.MaxBufferedBytes <= 0 {
 		o.MaxBufferedBytes = protocol.MaxBufferedBytes
@@ -349,3 +350,15 @@ func mustJSON(v any) json.RawMessage {
 }
 
 func goos() string { return runtime.GOOS }
+
+// handshakeTimeoutFromEnv is the default handshake timeout: 15 s, or
+// CLAWGATE_HANDSHAKE_TIMEOUT_MS (1 s to 5 min), the counterpart of
+// OpenClaw's OPENCLAW_HANDSHAKE_TIMEOUT_MS, for slow clients on starved
+// machines.
+func handshakeTimeoutFromEnv() time.Duration {
+	d := protocol.HandshakeTimeoutMs * time.Millisecond
+	if v, err := strconv.Atoi(os.Getenv("CLAWGATE_HANDSHAKE_TIMEOUT_MS")); err == nil && v >= 1000 && v <= 300000 {
+		d = time.Duration(v) * time.Millisecond
+	}
+	return d
+}

@@ -68,7 +68,11 @@ func startGateway(t *testing.T) *gateway {
 	}
 	cmd := exec.Command(bin, "gateway", "--port", strconv.Itoa(g.Port), "--token", g.Token)
 	cmd.Env = append(filteredEnv("OPENCLAW_GATEWAY_TOKEN", "CLAWGATE_STATE_DIR"),
-		"CLAWGATE_STATE_DIR="+g.StateDir)
+		"CLAWGATE_STATE_DIR="+g.StateDir,
+		// OpenClaw's Node clients take many seconds between opening the
+		// socket and sending connect when the machine is starved; allow
+		// them a minute (the real gateway has the same knob).
+		"CLAWGATE_HANDSHAKE_TIMEOUT_MS=60000")
 	cmd.Stdout = g.out
 	cmd.Stderr = g.out
 	setChildAttrs(cmd)

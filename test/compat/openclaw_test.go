@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-const openclawCommandTimeout = 60 * time.Second
+const openclawCommandTimeout = 120 * time.Second
 
 // nodeSlots bounds how many OpenClaw (Node) processes run at once. Each one
 // needs a few CPU-seconds just to load; on a 2-core machine running them all

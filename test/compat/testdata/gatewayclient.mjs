@@ -33,7 +33,7 @@ if (!openclawDir || !url || !token) {
 }
 const extraOptions = optionsJSON ? JSON.parse(optionsJSON) : {};
 
-const STEP_TIMEOUT_MS = Number(process.env.CLAWGATE_GC_STEP_TIMEOUT_MS || 20000);
+const STEP_TIMEOUT_MS = Number(process.env.CLAWGATE_GC_STEP_TIMEOUT_MS || 45000);
 
 function emit(step, fields = {}) {
 	process.stdout.write(JSON.stringify({ step, ...fields }) + "\n");
