@@ -25,6 +25,8 @@ type gatewayFlags struct {
 	logFormat string
 	tls       tlsFlags
 	tailnet   tailnetFlags
+	canvas    canvasFlags     // canvas.go
+	auto      automationFlags // canvas.go
 }
 
 func runGateway(ctx context.Context, args []string, e env) error {
@@ -41,6 +43,8 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	f.tls.register(fs)
 	f.tailnet.register(fs)
+	f.canvas.register(fs)
+	f.auto.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return exitError{err: err, silent: true}
 	}
@@ -96,11 +100,21 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	if agentOpts.Backend != nil && agentOpts.Providers == nil && chans.hub() != nil {
 		agentOpts.Providers = chans.hub() // admitted inbound messages become agent runs
 	}
+	autoOpts, err := f.auto.options(db) // cron jobs in the state file
+	if err != nil {
+		return err
+	}
+	cv, err := newCanvas(f.canvas, p, log) // canvas.go
+	if err != nil {
+		return err
+	}
+	defer cv.stop()
 	srv, err := gateway.New(gateway.Options{
 		Version: version, Token: secret, Logger: log, Pairing: pm, Backup: db.BackupFile,
 		AllowedHosts: cfg.Gateway.AllowedHosts, AllowedOrigins: cfg.Gateway.AllowedOrigins,
 		StateDir: p.stateDir, ConfigPath: cfgPath, Logs: logs,
 		Agent: agentOpts, WebChat: webChat, Providers: chans.hub(),
+		Automation: autoOpts, Canvas: cv.options(), // canvas.go
 		Nodes: gateway.NodePolicy{AllowCommands: cfg.Gateway.Nodes.Commands.Allow, DenyCommands: cfg.Gateway.Nodes.Commands.Deny},
 	})
 	if err != nil {
@@ -111,6 +125,9 @@ func runGateway(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	ln := lns[0].Listener
+	if err := cv.start(ln.Addr()); err != nil {
+		return err
+	}
 	tn, err := startTailnet(f.tailnet, cfg.Tailnet, ln.Addr(), p, e, srv, log) // tailnet.go
 	if err != nil {
 		return err
