@@ -40,11 +40,14 @@ var allowedImports = map[string][]string{
 	"providers/telegram":     {"providers", "protocol"},
 	"providers/slack":        {"providers", "protocol"},
 	"providers/discord":      {"providers", "protocol"},
+	"providers/whatsapp":     {"providers", "protocol"},
 	// Fakes of each service's wire protocol, for tests only: they import
 	// no SDK, so the providers are checked against the protocol itself.
 	"providers/telegram/fake": {},
 	"providers/slack/fake":    {},
 	"providers/discord/fake":  {},
+	// The WhatsApp fake speaks Noise and Signal with whatsmeow's own codecs.
+	"providers/whatsapp/fake": {},
 
 	"tsnode": {},
 	// The in-process tailnet (control server, DERP, peer nodes) for tests.
@@ -54,7 +57,8 @@ var allowedImports = map[string][]string{
 // testHarnesses may import a third-party package beside its exclusive
 // owner, and no package may import them outside its tests.
 var testHarnesses = map[string]string{
-	"tsnode/tsnodetest": "tailscale.com",
+	"tsnode/tsnodetest":       "tailscale.com",
+	"providers/whatsapp/fake": "go.mau.fi/whatsmeow",
 }
 
 // exclusiveImports: third-party packages only one module package may import.
@@ -65,6 +69,8 @@ var exclusiveImports = map[string]string{
 	"github.com/go-telegram/bot":    "providers/telegram",
 	"github.com/slack-go/slack":     "providers/slack",
 	"github.com/bwmarrin/discordgo": "providers/discord",
+	"go.mau.fi/whatsmeow":           "providers/whatsapp",
+	"modernc.org/sqlite":            "providers/whatsapp",
 }
 
 func goList(t *testing.T, format string) []string {
