@@ -79,11 +79,11 @@ type session struct {
 func (th *testHost) session(t *testing.T, id string, from string) *session {
 	t.Helper()
 	s := &session{done: make(chan struct{})}
-	c, u, err := th.h.Mint(Binding{Session: id, Node: "node-" + id, Remote: netip.MustParseAddr(from), Done: s.done})
+	c, err := th.h.Mint(Binding{Session: id, Node: "node-" + id, Remote: netip.MustParseAddr(from), Done: s.done})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.cap, s.url = c, u
+	s.cap, s.url = c, ScopedURL(th.h.BaseURL(), c.Token)
 	return s
 }
 
@@ -274,7 +274,8 @@ func TestCapabilityLifetime(t *testing.T) {
 
 	// Refreshed: the old token is dead, the new one works.
 	old := s2.url
-	c, u, err := th.h.Mint(Binding{Session: "s2", Remote: netip.MustParseAddr("127.0.0.1"), Done: s2.done})
+	c, err := th.h.Mint(Binding{Session: "s2", Remote: netip.MustParseAddr("127.0.0.1"), Done: s2.done})
+	u := ScopedURL(th.base, c.Token)
 	if err != nil || c.Token == s2.cap.Token {
 		t.Fatalf("refresh: %v", err)
 	}
@@ -295,7 +296,7 @@ func TestCapabilityLifetime(t *testing.T) {
 	if len(a.cap.Token) != 22 || a.cap.Token == b.cap.Token {
 		t.Fatalf("tokens %q %q", a.cap.Token, b.cap.Token)
 	}
-	if _, _, err := th.h.Mint(Binding{Session: "x"}); err == nil {
+	if _, err := th.h.Mint(Binding{Session: "x"}); err == nil {
 		t.Fatal("Mint accepted an incomplete binding")
 	}
 }

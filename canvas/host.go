@@ -151,18 +151,19 @@ func (h *Host) SetBaseURL(u string) {
 // BaseURL returns what SetBaseURL recorded.
 func (h *Host) BaseURL() string { return *h.base.Load() }
 
-// Mint issues a capability for a node session (replacing the session's
-// previous one) and returns it with its scoped URL (BaseURL plus
-// /__openclaw__/cap/<token>).
-func (h *Host) Mint(b Binding) (Capability, string, error) {
+// Mint issues a capability for a node session, replacing the session's
+// previous one.
+func (h *Host) Mint(b Binding) (Capability, error) {
 	if b.Session == "" || !b.Remote.IsValid() || b.Done == nil {
-		return Capability{}, "", errors.New("canvas.Mint: incomplete binding")
+		return Capability{}, errors.New("canvas.Mint: incomplete binding")
 	}
-	c, err := h.caps.mint(b)
-	if err != nil {
-		return Capability{}, "", err
-	}
-	return c, h.BaseURL() + capPrefix + c.Token, nil
+	return h.caps.mint(b)
+}
+
+// ScopedURL is the URL a node opens with a capability: base (where it
+// reaches the host, e.g. BaseURL) plus /__openclaw__/cap/<token>.
+func ScopedURL(base, token string) string {
+	return strings.TrimRight(base, "/") + capPrefix + token
 }
 
 // Revoke ends a session's capability at once.

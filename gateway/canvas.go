@@ -23,8 +23,13 @@ import (
 // CanvasOptions connect the gateway to the canvas host.
 type CanvasOptions struct {
 	// Host stores and serves canvases; nil leaves the canvas out (no
-	// canvas methods, no URL in hello-ok).
+	// canvas methods, no URL in hello-ok). Nodes that arrived over
+	// loopback reach it at Host.BaseURL().
 	Host *canvas.Host
+	// TailnetURL, when set, returns where tailnet peers reach the canvas
+	// host ("http://gw.tailnet-x.ts.net:18793"), or "" while it is not
+	// up; nodes that arrived over the tailnet get their URLs there.
+	TailnetURL func() string
 }
 
 // canvasSurface is the plugin surface name of the canvas in v4.
@@ -60,27 +65,46 @@ func (s *Server) registerCanvas() {
 	}
 }
 
-// mintCanvas issues a capability for a node connection. Only nodes that
-// arrived over loopback get one: the canvas host listens there, and the
-// capability is honoured only from the node's own address.
+// canvasBase is where a connection reaches the canvas host, by how it
+// arrived: loopback, or the tailnet (never through Funnel); "" for any
+// other way in (the canvas host does not listen there).
+func (s *Server) canvasBase(c *Conn) string {
+	o := s.opts.Canvas
+	switch c.arrival.Path {
+	case authn.PathLoopback:
+		return o.Host.BaseURL()
+	case authn.PathTailnet:
+		if o.TailnetURL != nil && (c.arrival.Peer == nil || !c.arrival.Peer.Funnel) {
+			return o.TailnetURL()
+		}
+	}
+	return ""
+}
+
+// mintCanvas issues a capability for a node connection, honoured only
+// from the node's own address and only while the connection lives.
 func (s *Server) mintCanvas(c *Conn) (canvas.Capability, string, error) {
 	h := s.opts.Canvas.Host
 	sess := c.Session()
 	unavailable := &protocol.Error{Code: protocol.ErrUnavailable, Message: "canvas host unavailable"}
-	if h == nil || sess == nil || sess.Role != protocol.RoleNode || h.BaseURL() == "" || c.arrival.Path != authn.PathLoopback {
+	if h == nil || sess == nil || sess.Role != protocol.RoleNode {
+		return canvas.Capability{}, "", unavailable
+	}
+	base := s.canvasBase(c)
+	if base == "" {
 		return canvas.Capability{}, "", unavailable
 	}
 	node := sess.DeviceID
 	if node == "" {
 		node = sess.Client.ID
 	}
-	capab, url, err := h.Mint(canvas.Binding{Session: c.id, Node: shortID(node),
+	capab, err := h.Mint(canvas.Binding{Session: c.id, Node: shortID(node),
 		Remote: c.arrival.Remote.Addr().Unmap(), Done: c.Context().Done()})
 	if err != nil {
 		s.log.Warn("canvas capability not issued", "node", shortID(node), "err", err)
 		return canvas.Capability{}, "", unavailable
 	}
-	return capab, url, nil
+	return capab, canvas.ScopedURL(base, capab.Token), nil
 }
 
 // canvasHello adds the node's canvas URL to its hello-ok.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/clawgate/clawgate/authn"
 	"github.com/clawgate/clawgate/canvas"
 	"github.com/clawgate/clawgate/client"
 	"github.com/clawgate/clawgate/protocol"
@@ -410,4 +411,34 @@ func abs(x int) int {
 		return -x
 	}
 	return x
+}
+
+// TestCanvasBase: where a node is sent depends on how it arrived: the
+// loopback base, the tailnet base (never through Funnel), or nowhere.
+func TestCanvasBase(t *testing.T) {
+	host, err := canvas.New(canvas.Options{Dir: filepath.Join(t.TempDir(), "canvas")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	host.SetBaseURL("http://127.0.0.1:18793")
+	tailnet := ""
+	s := &Server{opts: Options{Canvas: CanvasOptions{Host: host, TailnetURL: func() string { return tailnet }}}}
+	for _, tc := range []struct {
+		name    string
+		arrival Arrival
+		tailnet string
+		want    string
+	}{
+		{"loopback", Arrival{Path: authn.PathLoopback}, "", "http://127.0.0.1:18793"},
+		{"tailnet down", Arrival{Path: authn.PathTailnet}, "", ""},
+		{"tailnet", Arrival{Path: authn.PathTailnet, Peer: &PeerIdentity{NodeID: "n"}}, "http://gw.ts.net:18793", "http://gw.ts.net:18793"},
+		{"funnel", Arrival{Path: authn.PathTailnet, Peer: &PeerIdentity{Funnel: true}}, "http://gw.ts.net:18793", ""},
+		{"tls", Arrival{Path: authn.PathTLS}, "http://gw.ts.net:18793", ""},
+	} {
+		tailnet = tc.tailnet
+		if got := s.canvasBase(&Conn{arrival: tc.arrival}); got != tc.want {
+			t.Errorf("%s: base %q, want %q", tc.name, got, tc.want)
+		}
+	}
 }

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,8 +65,11 @@ type canvasHost struct {
 	f    canvasFlags
 	host *canvas.Host
 	log  *slog.Logger
-	srv  *http.Server
-	done chan struct{}
+	port int
+	srvs []*http.Server
+	wg   sync.WaitGroup
+	// tailnet, once the canvas also serves there (serveTailnet).
+	tailnet atomic.Pointer[tailnet]
 }
 
 // newCanvas opens <state>/canvas, unless the canvas is off.
@@ -87,7 +93,7 @@ func (c *canvasHost) options() gateway.CanvasOptions {
 	if c == nil {
 		return gateway.CanvasOptions{}
 	}
-	return gateway.CanvasOptions{Host: c.host}
+	return gateway.CanvasOptions{Host: c.host, TailnetURL: c.tailnetURL}
 }
 
 // start listens beside the gateway: on its loopback address when it has
@@ -117,18 +123,55 @@ func (c *canvasHost) start(gatewayAddr net.Addr) error {
 		}
 		return fmt.Errorf("gateway: canvas host: listen %s: %w", addr, err)
 	}
-	c.srv = &http.Server{Handler: c.host.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second,
-		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
-	c.done = make(chan struct{})
-	go func() {
-		defer close(c.done)
-		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			c.log.Error("canvas host stopped", "err", err)
-		}
-	}()
+	c.port = ln.Addr().(*net.TCPAddr).Port
+	c.serve(ln)
 	c.host.SetBaseURL("http://" + ln.Addr().String())
 	c.log.Info("canvas host listening", "addr", ln.Addr().String())
 	return nil
+}
+
+func (c *canvasHost) serve(ln net.Listener) {
+	srv := &http.Server{Handler: c.host.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second,
+		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug)}
+	c.srvs = append(c.srvs, srv)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Debug("canvas listener closed", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}
+
+// serveTailnet also serves the canvas on the tailnet (same port) when the
+// gateway joined it; nodes that arrive over the tailnet then get URLs on
+// the gateway's tailnet name.
+func (c *canvasHost) serveTailnet(t *tailnet) error {
+	if c == nil || t == nil || t.node == nil || c.port == 0 {
+		return nil
+	}
+	ln, err := t.node.Listen(c.port)
+	if err != nil {
+		return fmt.Errorf("gateway: canvas host on the tailnet: %w", err)
+	}
+	c.serve(ln)
+	c.tailnet.Store(t)
+	c.log.Info("canvas host listening on the tailnet", "port", c.port)
+	return nil
+}
+
+// tailnetURL is the canvas base on the tailnet: the node's DNS name (or
+// first address) and the canvas port; "" until the node is up.
+func (c *canvasHost) tailnetURL() string {
+	t := c.tailnet.Load()
+	if t == nil {
+		return ""
+	}
+	hosts := t.node.Hosts()
+	if len(hosts) == 0 {
+		return ""
+	}
+	return "http://" + net.JoinHostPort(strings.TrimSuffix(strings.Trim(hosts[0], "[]"), "."), strconv.Itoa(c.port))
 }
 
 // stop closes the listener, waits for requests in flight (bounded), then
@@ -137,13 +180,13 @@ func (c *canvasHost) stop() {
 	if c == nil {
 		return
 	}
-	if c.srv != nil {
+	for _, srv := range c.srvs {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = c.srv.Shutdown(ctx)
+		_ = srv.Shutdown(ctx)
 		cancel()
-		_ = c.srv.Close()
-		<-c.done
+		_ = srv.Close()
 	}
+	c.wg.Wait()
 	if err := c.host.Close(); err != nil {
 		c.log.Debug("canvas close", "err", err)
 	}

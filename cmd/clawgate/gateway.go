@@ -133,6 +133,9 @@ func runGateway(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer tn.close()
+	if err := cv.serveTailnet(tn); err != nil { // canvas.go
+		return err
+	}
 	lns = append(lns, tn.listeners()...)
 	log.Info("gateway listening", append([]any{"addr", ln.Addr().String(), "stateDir", p.stateDir,
 		"version", version, "startupMs", time.Since(start).Milliseconds()}, plan.logAttrs()...)...)
