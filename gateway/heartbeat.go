@@ -202,6 +202,43 @@ func (hb *heartbeats) emit(ev heartbeatEvent) {
 	hb.a.srv.bus.broadcast(protocol.EventHeartbeat, ev, nil, nil)
 }
 
+// heartbeatSeconds is the heartbeat period for the health summary (0: off).
+func (s *Server) heartbeatSeconds() int64 {
+	if s.auto == nil {
+		return 0
+	}
+	return int64(s.auto.opts.HeartbeatEvery / time.Second)
+}
+
+// heartbeatConfig is the main agent's heartbeat schedule for the health
+// summary: enabled reflects set-heartbeats, target is always none.
+func (s *Server) heartbeatConfig() protocol.HeartbeatConfig {
+	hc := protocol.HeartbeatConfig{Every: "off", Target: "none"}
+	if s.auto == nil || s.auto.opts.HeartbeatEvery <= 0 {
+		return hc
+	}
+	every := s.auto.opts.HeartbeatEvery
+	ms := every.Milliseconds()
+	hb := s.auto.beats
+	hb.mu.Lock()
+	hc.Enabled = hb.enabled
+	hb.mu.Unlock()
+	hc.Every, hc.EveryMs, hc.Prompt = shortDuration(every), &ms, s.auto.opts.HeartbeatPrompt
+	return hc
+}
+
+// shortDuration writes 30m and 1h rather than 30m0s and 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
 // methodLastHeartbeat returns the latest heartbeat event, or null.
 func (s *Server) methodLastHeartbeat(_ context.Context, _ *Conn, _ json.RawMessage) (any, error) {
 	if s.auto == nil {

@@ -195,3 +195,26 @@ func TestCronSystemEventWakes(t *testing.T) {
 		t.Fatalf("run %v", runs[0])
 	}
 }
+
+// TestHeartbeatHealth: the health summary reports the heartbeat schedule
+// and whether heartbeats are on.
+func TestHeartbeatHealth(t *testing.T) {
+	g := startCronGateway(t, newTestClock(time.Now()), func(o *Options) { o.Automation.HeartbeatEvery = 90 * time.Minute })
+	op := g.dialClient(t, nil)
+	check := func(enabled bool) {
+		t.Helper()
+		h := call(t, op, "health", nil)
+		hb := h["agents"].([]any)[0].(map[string]any)["heartbeat"].(map[string]any)
+		if msOf(h["heartbeatSeconds"]) != 5400 || hb["every"] != "1h30m" || msOf(hb["everyMs"]) != 5400000 || hb["enabled"] != enabled {
+			t.Fatalf("health heartbeat: %v %v", h["heartbeatSeconds"], hb)
+		}
+	}
+	check(true)
+	call(t, op, "set-heartbeats", map[string]any{"enabled": false})
+	check(false)
+	for d, want := range map[time.Duration]string{30 * time.Minute: "30m", time.Hour: "1h", 90 * time.Second: "1m30s", 2*time.Hour + 5*time.Minute: "2h5m"} {
+		if got := shortDuration(d); got != want {
+			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -57,9 +57,9 @@ func (s *Server) healthSummary() protocol.HealthSummary {
 	return protocol.HealthSummary{
 		OK: true, Ts: now, DurationMs: 0,
 		Channels: channels, ChannelOrder: channelOrder, ChannelLabels: channelLabels,
-		HeartbeatSeconds: 0, DefaultAgentID: "main",
+		HeartbeatSeconds: s.heartbeatSeconds(), DefaultAgentID: "main",
 		Agents: []protocol.AgentHealth{{AgentID: "main", IsDefault: true, Sessions: sessions,
-			Heartbeat: protocol.HeartbeatConfig{Every: "off", Target: "none"}}},
+			Heartbeat: s.heartbeatConfig()}}, // heartbeat.go
 		Sessions: sessions,
 	}
 }
