@@ -380,6 +380,18 @@ func (l *loader) fanout(ctx context.Context) (*ScenarioResult, error) {
 	res.Attempted = res.Rounds * n
 	res.OK = d.N
 	res.Failed = res.Missed
+	// A watcher the gateway dropped explains missed deliveries; say why.
+	res.Open = countOpen(conns)
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		select {
+		case <-c.Done():
+			errs.add(fmt.Errorf("watcher dropped: %w", c.Err()))
+		default:
+		}
+	}
 	res.FirstErrors = errs.samples()
 	if res.Rounds == 0 {
 		return res, fmt.Errorf("no fanout round completed")
