@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/store"
+	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/clawgate/clawgate/providers"
@@ -26,8 +28,12 @@ type session struct {
 	accept bool           // take messages (Run) or leave them unacknowledged
 	log    *slog.Logger
 
-	cli     *whatsmeow.Client
-	cancel  context.CancelFunc // ends the client's connection context
+	cli    *whatsmeow.Client
+	cancel context.CancelFunc // ends the client's connection context
+	// jid is the linked device, read from the store before a client runs
+	// or taken from PairSuccess: once a client runs, whatsmeow's goroutines
+	// write the device (a logout clears its ID), so Run never reads it.
+	jid     types.JID
 	msgs    chan *events.Message
 	ctl     chan any
 	refused atomic.Int64 // messages refused because the queue was full
@@ -137,17 +143,24 @@ func relinkReason(err error) (string, bool) {
 func (s *session) relinked(reason string) {
 	s.detach()
 	s.log.Warn("WhatsApp device unlinked; needs re-link", "reason", reason)
-	if s.st.dev.ID != nil {
-		// whatsmeow deletes the row itself on a logout event; this covers a
-		// logout found at connect time and a forced re-link.
-		if err := s.st.dev.Delete(context.Background()); err != nil {
-			s.log.Warn("could not delete the unlinked session", "err", err)
-		}
-	}
-	s.st.fresh()
+	s.forget()
 	s.p.login.update(func(st *LoginStatus) {
 		*st = LoginStatus{State: LinkNeeded, Message: "needs re-link: " + reason, Seq: st.Seq}
 	})
+}
+
+// forget deletes the linked device's row (whatsmeow deletes it on a logout
+// too, but with a context detach has just cancelled) and starts over with
+// new keys. The old device value stays with the discarded client.
+func (s *session) forget() {
+	if !s.jid.IsEmpty() {
+		jid := s.jid
+		if err := s.st.container.DeleteDevice(context.Background(), &store.Device{ID: &jid}); err != nil {
+			s.log.Warn("could not delete the unlinked session", "err", err)
+		}
+	}
+	s.jid = types.EmptyJID
+	s.st.fresh()
 }
 
 // control turns a connection event into an error that ends the run, or
@@ -197,6 +210,7 @@ func logoutReason(ev *events.LoggedOut) string {
 // connect logs in with the linked device and returns once whatsmeow says
 // Connected (prekeys checked, presence set).
 func (s *session) connect(ctx context.Context) error {
+	s.jid = s.st.dev.GetJID()
 	cctx := s.attach(ctx)
 	deadline := time.NewTimer(s.p.cfg.ConnectTimeout)
 	defer deadline.Stop()
@@ -226,9 +240,8 @@ func (s *session) connect(ctx context.Context) error {
 func (s *session) serve(ctx context.Context) error {
 	s.p.setClient(s.cli)
 	defer s.p.setClient(nil)
-	own := s.st.dev.GetJID()
 	s.p.login.update(func(st *LoginStatus) {
-		*st = LoginStatus{State: LinkLinked, Connected: true, Account: phoneID(own.ToNonAD()),
+		*st = LoginStatus{State: LinkLinked, Connected: true, Account: phoneID(s.jid.ToNonAD()),
 			Message: "connected", Seq: st.Seq}
 	})
 	defer s.p.login.update(func(st *LoginStatus) { st.Connected = false })
@@ -276,12 +289,7 @@ func (s *session) unlink(ctx context.Context) {
 		}
 	}
 	s.detach()
-	if s.st.dev.ID != nil {
-		if err := s.st.dev.Delete(ctx); err != nil {
-			s.log.Warn("could not delete the local session", "err", err)
-		}
-	}
-	s.st.fresh()
+	s.forget()
 }
 
 // awaitLink reports the account as needing a link and serves link
@@ -375,6 +383,7 @@ func (s *session) link(ctx context.Context) (err error) {
 				codes = append([]string(nil), ev.Codes[1:]...)
 			case *events.PairSuccess:
 				paired = true
+				s.jid = ev.ID
 				codes = nil
 				rotate.Stop()
 				deadline.Reset(s.p.cfg.ConnectTimeout)
@@ -390,7 +399,7 @@ func (s *session) link(ctx context.Context) (err error) {
 					st.Message = "the phone has multi-device off; turn it on and scan again"
 				})
 			case *events.Connected:
-				if paired || s.st.dev.ID != nil {
+				if paired {
 					return nil
 				}
 			default:
