@@ -26,7 +26,7 @@ func BenchmarkCronQueueDue(b *testing.B) {
 	_ = cs.loadLocked()
 	for i := range 500 {
 		j := store.CronJob{ID: fmt.Sprintf("job-%03d", i), Name: "j", Enabled: true, CreatedAtMs: now.UnixMilli(),
-			Schedule: store.CronSchedule{Kind: "cron", Expr: fmt.Sprintf("%d 9 * * *", i%60), TZ: "America/New_York"},
+			Schedule:      store.CronSchedule{Kind: "cron", Expr: fmt.Sprintf("%d 9 * * *", i%60), TZ: "America/New_York"},
 			SessionTarget: "main", WakeMode: "now", Payload: store.CronPayload{Kind: "systemEvent", Text: "x"}}
 		sched, err := s.auto.buildSchedule(j.ID, j.Schedule, now)
 		if err != nil {
