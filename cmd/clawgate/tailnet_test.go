@@ -67,6 +67,13 @@ type tailnetGateway struct {
 
 func startTailnetGateway(t testing.TB, tn *tsnodetest.Tailnet, cfg config.Tailnet) *tailnetGateway {
 	t.Helper()
+	return launchTailnetGateway(t, tn, cfg, false)
+}
+
+// launchTailnetGateway starts the gateway; with noWait it returns before
+// the tailnet node is up (call waitReady).
+func launchTailnetGateway(t testing.TB, tn *tsnodetest.Tailnet, cfg config.Tailnet, noWait bool) *tailnetGateway {
+	t.Helper()
 	state := filepath.Join(t.TempDir(), "state")
 	if err := config.EnsureDir(state); err != nil {
 		t.Fatal(err)
@@ -125,20 +132,28 @@ func startTailnetGateway(t testing.TB, tn *tsnodetest.Tailnet, cfg config.Tailne
 			t.Logf("gateway log:\n%s", logs.String())
 		}
 	})
+	g := &tailnetGateway{srv: srv, tl: tl, loopback: "ws://" + ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port, logs: logs}
+	if !noWait {
+		g.waitReady(t)
+	}
+	return g
+}
+
+// waitReady waits for the gateway's node and records its names.
+func (g *tailnetGateway) waitReady(t testing.TB) {
+	t.Helper()
 	rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer rcancel()
-	if err := tl.node.WaitReady(rctx); err != nil {
-		t.Fatalf("tailnet node: %v\n%s", err, logs.String())
+	if err := g.tl.node.WaitReady(rctx); err != nil {
+		t.Fatalf("tailnet node: %v\n%s", err, g.logs.String())
 	}
-	st := tl.node.Status()
-	g := &tailnetGateway{srv: srv, tl: tl, loopback: "ws://" + ln.Addr().String(), port: ln.Addr().(*net.TCPAddr).Port,
-		dnsName: st.DNSName, nodeID: st.NodeID, owner: st.OwnerLogin, logs: logs}
+	st := g.tl.node.Status()
+	g.dnsName, g.nodeID, g.owner = st.DNSName, st.NodeID, st.OwnerLogin
 	for _, ip := range st.IPs {
 		if ip.Is4() {
 			g.ip = ip
 		}
 	}
-	return g
 }
 
 // tailnetURL is the gateway's URL on the tailnet by name.
@@ -396,6 +411,64 @@ func (g *tailnetGateway) waitPeerClosed(t testing.TB, id string, want int) {
 				id, line, strings.Contains(g.logs.String(), line), g.srv.ConnCount(), want)
 		}
 		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// TestTailnetLoginURL: without an auth key the gateway serves loopback at
+// once and shows the login URL to admins only; once the login completes,
+// the tailnet listener answers on names it learned after Serve started.
+func TestTailnetLoginURL(t *testing.T) {
+	tn := tsnodetest.New(t, tsnodetest.Options{RequireAuth: true})
+	g := launchTailnetGateway(t, tn, config.Tailnet{}, true)
+	admin, err := newTnDevice(t, nil).dial(g.loopback, "", nil, protocol.ScopeAdmin, protocol.ScopeRead)
+	if err != nil {
+		t.Fatalf("loopback while the tailnet waits for login: %v", err)
+	}
+	defer admin.Close()
+	reader, err := client.Dial(context.Background(), client.Options{URL: g.loopback, Token: tailnetTestToken, Scopes: []string{protocol.ScopeRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	var st struct {
+		Tailnet tailnetStatus `json:"tailnet"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := json.Unmarshal(tnCall(t, admin, "status", nil), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Tailnet.LoginURL != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no login URL in status: %+v", st.Tailnet)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if st.Tailnet.State != "NeedsLogin" || len(st.Tailnet.IPs) != 0 || !strings.HasPrefix(st.Tailnet.LoginURL, tn.ControlURL()) {
+		t.Fatalf("status.tailnet before login = %+v", st.Tailnet)
+	}
+	if !strings.Contains(g.logs.String(), st.Tailnet.LoginURL) {
+		t.Fatalf("login URL not in the log:\n%s", g.logs.String())
+	}
+	url := st.Tailnet.LoginURL
+	st.Tailnet = tailnetStatus{}
+	if err := json.Unmarshal(tnCall(t, reader, "status", nil), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Tailnet.LoginURL != "" || st.Tailnet.State != "NeedsLogin" {
+		t.Fatalf("read-only caller's status.tailnet = %+v, want the state without the login URL", st.Tailnet)
+	}
+	if !tn.CompleteLogin(url) {
+		t.Fatalf("control server does not know %s", url)
+	}
+	g.waitReady(t)
+	phone := tn.NewPeer(t, tsnodetest.PeerOptions{Hostname: "phone"})
+	phone.WaitReach(t, g.ip)
+	_, err = newTnDevice(t, phone).dial(g.tailnetURL(), "", nil, protocol.ScopeRead)
+	if code, _ := tnDetail(err); code != protocol.DetailPairingRequired {
+		t.Fatalf("phone after the gateway's login: %v, want PAIRING_REQUIRED from the tailnet listener", err)
 	}
 }
 

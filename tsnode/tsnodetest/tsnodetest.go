@@ -79,6 +79,8 @@ type Tailnet struct {
 	control *testcontrol.Server
 	url     string
 	logf    func(string, ...any)
+	// requireAuth: peers complete their interactive login automatically.
+	requireAuth bool
 }
 
 // Options configure New.
@@ -87,7 +89,8 @@ type Options struct {
 	// present this auth key.
 	RequireAuthKey string
 	// RequireAuth makes registration interactive: nodes get a login URL
-	// that CompleteLogin finishes.
+	// that CompleteLogin finishes (peers from NewPeer finish theirs
+	// themselves).
 	RequireAuth bool
 }
 
@@ -111,7 +114,7 @@ func New(t testing.TB, opts Options) *Tailnet {
 	control.HTTPTestServer = httptest.NewUnstartedServer(control)
 	control.HTTPTestServer.Start()
 	t.Cleanup(control.HTTPTestServer.Close)
-	return &Tailnet{t: t, control: control, url: control.HTTPTestServer.URL, logf: logf}
+	return &Tailnet{t: t, control: control, url: control.HTTPTestServer.URL, logf: logf, requireAuth: opts.RequireAuth}
 }
 
 // quietLogf discards tailscale's logs unless CLAWGATE_TSNET_VERBOSE is
@@ -192,13 +195,25 @@ func (tn *Tailnet) startPeer(t testing.TB, opts PeerOptions) (*Peer, error) {
 	t.Cleanup(func() { _ = srv.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	lc, err := srv.LocalClient() // starts the node
+	if err != nil {
+		return nil, err
+	}
+	if tn.requireAuth {
+		// Peers are not under test here: log them in like a user would.
+		go func() {
+			for ctx.Err() == nil {
+				if st, err := lc.StatusWithoutPeers(ctx); err == nil && st.AuthURL != "" {
+					tn.control.CompleteAuth(st.AuthURL)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
 	st, err := srv.Up(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("up: %w", err)
-	}
-	lc, err := srv.LocalClient()
-	if err != nil {
-		return nil, err
 	}
 	p := &Peer{tn: tn, srv: srv, lc: lc, ID: string(st.Self.ID), Name: trimDot(st.Self.DNSName)}
 	p.IP, p.IP6 = srv.TailscaleIPs()
