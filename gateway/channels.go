@@ -40,6 +40,7 @@ func (s *Server) registerChannelMethods() {
 	s.handle("channels.pairing.list", false, s.methodChannelsPairingList)
 	s.handle("channels.pairing.approve", true, s.methodChannelsPairingApprove)
 	s.handle("channels.pairing.dismiss", false, s.methodChannelsPairingDismiss)
+	s.registerWebLogin() // web.login.start/wait (weblogin.go)
 }
 
 // watchChannels turns admitted inbound messages into session.message and
@@ -50,7 +51,8 @@ func (s *Server) watchChannels() (stop func()) {
 	if hub == nil {
 		return func() {}
 	}
-	return hub.Watch(func(ev providers.Event) {
+	stopLogin := s.watchWebLogin() // web.login events (weblogin.go)
+	stopHub := hub.Watch(func(ev providers.Event) {
 		switch {
 		case ev.Inbound != nil:
 			s.emitInbound(ev.Inbound)
@@ -58,6 +60,7 @@ func (s *Server) watchChannels() (stop func()) {
 			s.bumpHealth()
 		}
 	})
+	return func() { stopHub(); stopLogin() }
 }
 
 // inboundMessage is the message object of an inbound event, shaped like a
