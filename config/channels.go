@@ -7,11 +7,12 @@ type Channels struct {
 	Telegram []TelegramAccount `json:"telegram,omitempty"`
 	Slack    []SlackAccount    `json:"slack,omitempty"`
 	Discord  []DiscordAccount  `json:"discord,omitempty"`
+	WhatsApp []WhatsAppAccount `json:"whatsapp,omitempty"` // whatsapp.go
 }
 
 // Empty reports whether no account is configured.
 func (c Channels) Empty() bool {
-	return len(c.Telegram)+len(c.Slack)+len(c.Discord) == 0
+	return len(c.Telegram)+len(c.Slack)+len(c.Discord)+len(c.WhatsApp) == 0
 }
 
 // Secret names where one secret comes from: File (preferred; refused when

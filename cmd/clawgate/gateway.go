@@ -93,10 +93,11 @@ func runGateway(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	chans, err := newChannels(cfg.Channels, e, log) // providers.go
+	chans, err := newChannels(cfg.Channels, p.stateDir, e, log) // providers.go
 	if err != nil {
 		return err
 	}
+	defer chans.close()
 	if agentOpts.Backend != nil && agentOpts.Providers == nil && chans.hub() != nil {
 		agentOpts.Providers = chans.hub() // admitted inbound messages become agent runs
 	}

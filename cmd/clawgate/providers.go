@@ -21,13 +21,19 @@ import (
 type channels struct {
 	sup *providers.Supervisor // nil when no account is configured
 	log *slog.Logger
+	wa  *whatsappLogins // QR login of the WhatsApp accounts (whatsapp.go)
 }
 
 // newChannels builds every configured account. Secrets are read from their
 // files (refused when group or others can read them) or environment
 // variables, and never logged. Any mistake is a startup error.
-func newChannels(cfg config.Channels, e env, log *slog.Logger) (*channels, error) {
-	c := &channels{log: log.With("component", "channels")}
+func newChannels(cfg config.Channels, stateDir string, e env, log *slog.Logger) (_ *channels, err error) {
+	c := &channels{log: log.With("component", "channels"), wa: &whatsappLogins{}}
+	defer func() {
+		if err != nil {
+			c.close() // release the WhatsApp session locks taken so far
+		}
+	}()
 	if cfg.Empty() {
 		return c, nil
 	}
@@ -53,6 +59,14 @@ func newChannels(cfg config.Channels, e env, log *slog.Logger) (*channels, error
 		}
 		accounts = append(accounts, acct)
 	}
+	for i, a := range cfg.WhatsApp {
+		acct, p, err := whatsappAccount(a, stateDir, e, c.log)
+		if err != nil {
+			return nil, fmt.Errorf("config: channels.whatsapp[%d]: %w", i, err)
+		}
+		c.wa.add(acct.ID, p)
+		accounts = append(accounts, acct)
+	}
 	sup, err := providers.NewSupervisor(providers.Options{Logger: c.log, Log: providers.NewMemoryLog(0, 0)}, accounts...)
 	if err != nil {
 		return nil, fmt.Errorf("config: channels: %w", err)
@@ -67,7 +81,16 @@ func (c *channels) hub() providers.Hub {
 	if c.sup == nil {
 		return nil
 	}
+	if len(c.wa.ids) > 0 {
+		return loginHub{c.sup, c.wa}
+	}
 	return c.sup
+}
+
+// close releases what the providers hold beyond their runs (the WhatsApp
+// session locks). Call it after stop.
+func (c *channels) close() {
+	c.wa.close()
 }
 
 // start runs the Supervisor until ctx ends or stop is called; stop

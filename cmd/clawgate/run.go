@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 
@@ -17,6 +18,9 @@ var version = "0.1.0-dev"
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// whatsappHTTP carries WhatsApp's WebSocket; nil in production (tests
+	// point it at the loopback fake; no flag or variable can set it).
+	whatsappHTTP *http.Client
 }
 
 // exitError carries a non-zero exit whose message was already printed.
@@ -36,6 +40,7 @@ commands:
   devices   list, approve, reject and remove devices; rotate or revoke tokens; setup codes
   node      run a headless node (clawgate node run)
   nodes     list nodes, approve their commands, invoke them
+  channels  link a WhatsApp account by QR code (clawgate channels login whatsapp)
   backup    write a consistent copy of the state database
   token     print the shared gateway token
   service   install, uninstall or inspect the systemd unit / launchd job
@@ -64,6 +69,8 @@ func run(ctx context.Context, args []string, e env) error {
 		return runNode(ctx, rest, e)
 	case "nodes":
 		return runNodes(ctx, rest, e)
+	case "channels":
+		return runChannels(ctx, rest, e) // whatsapp.go
 	case "backup":
 		return runBackup(ctx, rest, e)
 	case "token":

@@ -335,7 +335,7 @@ func (p *Provider) StartLogin(ctx context.Context, force bool) (LoginStatus, err
 // currentQR or linking ends, and returns the state then.
 func (p *Provider) WaitLogin(ctx context.Context, currentQR string) LoginStatus {
 	return p.login.wait(ctx, func(st LoginStatus) bool {
-		return st.Terminal() || st.State == LinkNeeded || (st.State == LinkQR && st.QR != currentQR)
+		return st.Terminal() || (st.State == LinkQR && st.QR != currentQR)
 	})
 }
 
