@@ -305,9 +305,21 @@ func (n *Node) refresh() {
 	}
 	snap, hosts := snapshot(st, n.opts.Hostname)
 	alive := map[string]bool{}
+	expired := map[string]bool{}
 	for _, p := range st.Peer {
-		if p.InNetworkMap && !p.Expired {
+		switch {
+		case !p.InNetworkMap || p.ID == "":
+		case p.Expired:
+			expired[string(p.ID)] = true
+		default:
 			alive[string(p.ID)] = true
+		}
+	}
+	for id := range alive {
+		// Two records for one node (e.g. mid key rotation): any expired
+		// one means the node is not to be trusted.
+		if expired[id] {
+			delete(alive, id)
 		}
 	}
 	snap.Peers = len(alive)
@@ -338,7 +350,11 @@ func (n *Node) refresh() {
 	}
 	slices.Sort(gone)
 	for _, id := range gone {
-		n.log.Info("tailnet peer gone (left the netmap or key expired)", "node", id)
+		why := "left the netmap"
+		if expired[id] {
+			why = "key expired"
+		}
+		n.log.Info("tailnet peer gone", "node", id, "reason", why)
 		if n.opts.PeerGone != nil {
 			n.opts.PeerGone(id)
 		}

@@ -246,6 +246,14 @@ func TestTailnetNodeWhoIs(t *testing.T) {
 		t.Fatalf("FunnelConfigured = %v, %v; clawgate never configures Funnel", on, err)
 	}
 
+	// Nothing has left the tailnet so far: no peer may have been
+	// reported gone (that would close a live peer's sockets).
+	select {
+	case id := <-gw.gone:
+		t.Fatalf("PeerGone(%s) before any peer left\n%s", id, gw.logs.String())
+	default:
+	}
+
 	// Key expiry: reported gone, and WhoIs fails closed.
 	tn.ExpireKey(phone.ID)
 	waitGone(t, gw, phone.ID)

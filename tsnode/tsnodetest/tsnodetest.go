@@ -19,6 +19,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,6 +82,8 @@ type Tailnet struct {
 	logf    func(string, ...any)
 	// requireAuth: peers complete their interactive login automatically.
 	requireAuth bool
+	// registrationClosed refuses every registration (see ExpireKey).
+	registrationClosed atomic.Bool
 }
 
 // Options configure New.
@@ -111,10 +114,18 @@ func New(t testing.TB, opts Options) *Tailnet {
 		AllOnline:      true,
 		Logf:           logf,
 	}
+	tn := &Tailnet{t: t, control: control, logf: logf, requireAuth: opts.RequireAuth}
+	control.MaybeRateLimitRegister = func() (bool, string, string) {
+		if tn.registrationClosed.Load() {
+			return true, "3600", "registration closed by the test"
+		}
+		return false, "", ""
+	}
 	control.HTTPTestServer = httptest.NewUnstartedServer(control)
 	control.HTTPTestServer.Start()
 	t.Cleanup(control.HTTPTestServer.Close)
-	return &Tailnet{t: t, control: control, url: control.HTTPTestServer.URL, logf: logf, requireAuth: opts.RequireAuth}
+	tn.url = control.HTTPTestServer.URL
+	return tn
 }
 
 // quietLogf discards tailscale's logs unless CLAWGATE_TSNET_VERBOSE is
@@ -318,7 +329,12 @@ func (tn *Tailnet) MarkSharee(id string) {
 // to peers: KeyExpiry in the past and Expired set. (Clients also flag
 // expiry themselves from KeyExpiry, but only against control's clock,
 // which testcontrol pins to 2020, before the clients' own cut-off.)
+//
+// It also closes registration for the rest of the test: testcontrol would
+// let the expired node re-register with a rotated key and no login, which
+// production control does not, and the node would come back.
 func (tn *Tailnet) ExpireKey(id string) {
+	tn.registrationClosed.Store(true)
 	n := tn.node(id)
 	n.KeyExpiry = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 	n.Expired = true
