@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"testing"
+	"time"
 
+	"tailscale.com/client/local"
 	"tailscale.com/ipn"
 )
 
@@ -101,5 +105,88 @@ func TestTailnetFunnelConn(t *testing.T) {
 	// so unidentifiable) tailnet address again.
 	if _, err := n.WhoIs(context.Background(), relay.String()); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("WhoIs after close: %v, want ErrNotRunning", err)
+	}
+}
+
+// fakeLocalAPI answers WhoIs the way handler says, standing in for the
+// node's local API, so the answers a real netmap cannot be made to give
+// (no node, no profile, a stalled backend) are exercised.
+func fakeLocalAPI(t *testing.T, handler http.HandlerFunc) *Node {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	addr := srv.Listener.Addr().String()
+	var d net.Dialer
+	lc := &local.Client{Dial: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }}
+	return &Node{lc: lc, funnel: map[string]bool{}}
+}
+
+// TestTailnetWhoIsAnswers: E5. WhoIs answers that cannot vouch for a peer
+// are errors, never identities, and never panics.
+func TestTailnetWhoIsAnswers(t *testing.T) {
+	const remote = "100.64.0.9:41000"
+	node := `{"ID":9,"StableID":"nStable9","Name":"phone.tail1234.ts.net.","User":3,"Addresses":["100.64.0.9/32"]}`
+	profile := `{"ID":3,"LoginName":"me@example.com","DisplayName":"Me"}`
+	cases := []struct {
+		name   string
+		status int
+		body   string
+		want   error // nil: any error
+		ok     func(Identity) bool
+	}{
+		{name: "no node", status: 200, body: `{"Node":null,"UserProfile":` + profile + `}`, want: ErrIncomplete},
+		{name: "no profile", status: 200, body: `{"Node":` + node + `,"UserProfile":null}`, want: ErrIncomplete},
+		{name: "empty object", status: 200, body: `{}`, want: ErrIncomplete},
+		{name: "null", status: 200, body: `null`, want: ErrIncomplete},
+		{name: "no stable id", status: 200, body: `{"Node":{"ID":9,"Name":"x."},"UserProfile":` + profile + `}`, want: ErrIncomplete},
+		{name: "not JSON", status: 200, body: `<html>`},
+		{name: "not found", status: 404, body: `no match for IP:port`, want: ErrUnknownPeer},
+		{name: "backend error", status: 500, body: `boom`},
+		{name: "expired", status: 200, body: `{"Node":{"ID":9,"StableID":"nStable9","Name":"phone.tail1234.ts.net.","User":3,"Expired":true},"UserProfile":` + profile + `}`, want: ErrExpiredPeer},
+		{name: "ok", status: 200, body: `{"Node":` + node + `,"UserProfile":` + profile + `}`,
+			ok: func(id Identity) bool {
+				return id.NodeID == "nStable9" && id.NodeName == "phone.tail1234.ts.net" && id.UserLogin == "me@example.com" && !id.Funnel && !id.SharedIn
+			}},
+		{name: "funnel relay", status: 200, body: `{"Node":{"ID":9,"StableID":"nStable9","Name":"relay.tail1234.ts.net.","User":3,"UnsignedPeerAPIOnly":true},"UserProfile":` + profile + `}`,
+			ok: func(id Identity) bool { return id.Funnel }},
+		{name: "tagged", status: 200, body: `{"Node":{"ID":9,"StableID":"nStable9","Name":"ci.tail1234.ts.net.","User":3,"Tags":["tag:ci"]},"UserProfile":{"ID":3,"LoginName":"tagged-devices"}}`,
+			ok: func(id Identity) bool { return id.UserLogin == "" && len(id.Tags) == 1 }},
+		{name: "shared in", status: 200, body: `{"Node":{"ID":9,"StableID":"nStable9","Name":"pc.other.ts.net.","User":3,"Sharer":77},"UserProfile":` + profile + `}`,
+			ok: func(id Identity) bool { return id.SharedIn }},
+	}
+	for _, c := range cases {
+		n := fakeLocalAPI(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Get("addr") != remote {
+				t.Errorf("%s: WhoIs asked about %q", c.name, r.URL.Query().Get("addr"))
+			}
+			w.WriteHeader(c.status)
+			_, _ = w.Write([]byte(c.body))
+		})
+		id, err := n.WhoIs(context.Background(), remote)
+		switch {
+		case c.ok != nil:
+			if err != nil || !c.ok(id) {
+				t.Errorf("%s: WhoIs = %+v, %v", c.name, id, err)
+			}
+		case err == nil:
+			t.Errorf("%s: WhoIs = %+v, want an error", c.name, id)
+		case c.want != nil && !errors.Is(err, c.want):
+			t.Errorf("%s: error %v, want %v", c.name, err, c.want)
+		}
+	}
+
+	// A backend that never answers: the caller's deadline ends it.
+	block := make(chan struct{})
+	n := fakeLocalAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(block)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if id, err := n.WhoIs(ctx, remote); err == nil {
+		t.Fatalf("WhoIs on a stalled backend = %+v, want an error", id)
 	}
 }

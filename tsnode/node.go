@@ -100,6 +100,8 @@ type Node struct {
 	kick   chan struct{} // wakes the refresher; capacity 1
 	ready  chan struct{} // closed when the node first reaches Running
 
+	refreshMu sync.Mutex
+
 	mu        sync.Mutex
 	started   bool
 	closed    bool
@@ -279,6 +281,11 @@ func (n *Node) poke() {
 	}
 }
 
+// refreshGap is the least time between two status refreshes: peer churn
+// in a large tailnet (endpoints, online flags) costs at most one full
+// status read per gap.
+const refreshGap = 100 * time.Millisecond
+
 // refresher coalesces bus notifications into status refreshes.
 func (n *Node) refresher() {
 	for {
@@ -288,12 +295,19 @@ func (n *Node) refresher() {
 		case <-n.kick:
 			n.refresh()
 		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(refreshGap):
+		}
 	}
 }
 
 // refresh reads the full status, updates the snapshot and reports peers
 // that left the netmap or expired.
 func (n *Node) refresh() {
+	n.refreshMu.Lock() // one at a time, so an older read never lands last
+	defer n.refreshMu.Unlock()
 	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 	defer cancel()
 	st, err := n.lc.Status(ctx)
