@@ -53,7 +53,16 @@ type seam struct {
 
 var ownJID = types.NewADJID("15550000001", 0, 7)
 
-func newSeam(t *testing.T, queue int) *seam {
+func newSeam(t testing.TB, queue int) *seam {
+	t.Helper()
+	sink := &recSink{}
+	sm := newSeamSink(t, queue, sink)
+	sm.sink = sink
+	return sm
+}
+
+// newSeamSink starts the serve loop delivering to sink.
+func newSeamSink(t testing.TB, queue int, sink providers.Sink) *seam {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -75,18 +84,18 @@ func newSeam(t *testing.T, queue int) *seam {
 	if err := st.dev.Save(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sink := &recSink{}
 	s := newSession(p, st, sink, true)
+	s.jid = jid
 	rctx, cancel := context.WithCancel(ctx)
 	s.attach(rctx)
-	sm := &seam{s: s, sink: sink, logs: logs, done: make(chan error, 1), stop: cancel}
+	sm := &seam{s: s, logs: logs, done: make(chan error, 1), stop: cancel}
 	go func() { sm.done <- s.serve(rctx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-sm.done
 		s.detach()
 	})
-	eventually(t, "serve started", func() bool { return sink.lastState().state == providers.StateConnected })
+	eventually(t, "serve started", func() bool { return p.client() != nil })
 	return sm
 }
 

@@ -27,7 +27,7 @@ const (
 
 // newFake starts a fake whose certificate root whatsmeow trusts for the
 // test's duration.
-func newFake(t *testing.T) *fake.Server {
+func newFake(t testing.TB) *fake.Server {
 	t.Helper()
 	srv, err := fake.New()
 	if err != nil {
@@ -43,7 +43,7 @@ func newFake(t *testing.T) *fake.Server {
 }
 
 // newProvider builds a provider on a fresh session directory, pointed at srv.
-func newProvider(t *testing.T, srv *fake.Server, log *slog.Logger, mod ...func(*Config)) *Provider {
+func newProvider(t testing.TB, srv *fake.Server, log *slog.Logger, mod ...func(*Config)) *Provider {
 	t.Helper()
 	cfg := Config{Dir: t.TempDir() + "/whatsapp", Logger: log, HTTPClient: srv.HTTPClient(),
 		QRFirst: 2 * time.Second, QRNext: time.Second, ConnectTimeout: 10 * time.Second}
@@ -100,7 +100,7 @@ func (f *codeFeed) all() []string {
 	return slices.Clone(f.codes)
 }
 
-func (f *codeFeed) next(t *testing.T) string {
+func (f *codeFeed) next(t testing.TB) string {
 	t.Helper()
 	select {
 	case c := <-f.ch:
@@ -113,7 +113,7 @@ func (f *codeFeed) next(t *testing.T) string {
 
 // link links p by QR against srv without a gateway (the CLI's path) and
 // returns the codes shown.
-func link(t *testing.T, p *Provider, srv *fake.Server) []string {
+func link(t testing.TB, p *Provider, srv *fake.Server) []string {
 	t.Helper()
 	feed := newCodeFeed()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -224,7 +224,7 @@ func (s *recSink) lastState() stateRec {
 	return s.states[len(s.states)-1]
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
