@@ -295,6 +295,12 @@ func (s *Server) implementedEvents() []string {
 	}
 	ev = append(ev, s.agentEvents()...)
 	ev = append(ev, s.automationEvents()...)
+	if s.opts.Providers != nil {
+		ev = append(ev, EventSessionMessage)
+		if _, ok := s.opts.Providers.(WebLoginer); ok {
+			ev = append(ev, EventWebLogin)
+		}
+	}
 	return ev
 }
 

@@ -323,7 +323,10 @@ func TestInboundBecomesEvents(t *testing.T) {
 	p := newChanProvider("telegram")
 	g, _ := startChannels(t, providers.Account{Provider: p, Policy: providers.Policy{AllowFrom: []string{"1111111"}}})
 	var reader, pairer chanEvents
-	g.dialClient(t, func(o *client.Options) { o.Scopes = []string{protocol.ScopeRead}; o.OnEvent = reader.on })
+	rc := g.dialClient(t, func(o *client.Options) { o.Scopes = []string{protocol.ScopeRead}; o.OnEvent = reader.on })
+	if ev := rc.Hello().Features.Events; !containsStr(ev, EventSessionMessage) || containsStr(ev, EventWebLogin) {
+		t.Errorf("hello-ok events %v: want session.message and no web.login (this channel has no QR login)", ev)
+	}
 	g.dialClient(t, func(o *client.Options) { o.Scopes = []string{protocol.ScopePairing}; o.OnEvent = pairer.on })
 
 	p.inbound <- providers.Inbound{Kind: providers.KindMessage, ID: "1111111:1365", MessageID: "1365", ChatID: "1111111",

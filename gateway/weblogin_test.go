@@ -147,6 +147,9 @@ func TestWebLoginQRFlow(t *testing.T) {
 	g, login := startWebLogin(t)
 	var adminEvents, readEvents chanEvents
 	admin := g.dialClient(t, func(o *client.Options) { o.OnEvent = adminEvents.on })
+	if ev := admin.Hello().Features.Events; !containsStr(ev, EventWebLogin) || !containsStr(ev, EventSessionMessage) {
+		t.Errorf("hello-ok events %v lack web.login or session.message", ev)
+	}
 	reader := g.dialClient(t, func(o *client.Options) {
 		o.Scopes = []string{protocol.ScopeRead, protocol.ScopeWrite}
 		o.OnEvent = readEvents.on
