@@ -1,6 +1,7 @@
 // Command clawgate runs a security-hardened OpenClaw-compatible gateway and
 // talks to it: `clawgate gateway` serves, `clawgate call` invokes a method,
-// `clawgate token` prints the shared token.
+// `clawgate devices` and `clawgate nodes` manage who may connect, and
+// `clawgate help` lists the rest.
 package main
 
 import (
