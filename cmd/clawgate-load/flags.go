@@ -11,7 +11,7 @@ import (
 )
 
 // scenarioNames lists the scenarios in the order `all` runs them.
-var scenarioNames = []string{"handshake", "paired", "connect-health", "health", "idle", "fanout", "churn"}
+var scenarioNames = []string{"handshake", "paired", "shared", "connect-health", "health", "idle", "fanout", "churn"}
 
 type config struct {
 	url        string
@@ -41,6 +41,8 @@ type config struct {
 
 	churn    int
 	duration time.Duration // cap on each timed scenario
+
+	verifies int // ed25519 verifies timed before and after the run; 0: none
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -67,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.concurrent, "concurrency", 64, "workers for handshakes, opening idle sockets and churn")
 	fs.DurationVar(&c.timeout, "dial-timeout", 15*time.Second, "timeout of one dial plus handshake")
 	fs.IntVar(&c.handshakes, "handshakes", 2000, "handshake, paired: connections to make")
-	fs.IntVar(&c.devices, "devices", 64, "paired: distinct devices paired first, then reconnected with their device tokens")
+	fs.IntVar(&c.devices, "devices", 64, "paired, shared: distinct devices paired first, then reconnected with their device tokens")
 	fs.IntVar(&c.sequential, "sequential", 200, "connect-health: sequential signed connect + health + close cycles (the reference bench)")
 	fs.IntVar(&c.healthConns, "health-conns", 8, "health: connections issuing calls concurrently")
 	fs.IntVar(&c.healthCalls, "health-calls", 20000, "health: total calls")
@@ -78,6 +80,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.fanout, "fanout", 1000, "fanout: watching connections")
 	fs.IntVar(&c.fanoutRounds, "fanout-rounds", 10, "fanout: presence changes to time")
 	fs.IntVar(&c.churn, "churn", 5000, "churn: connect/disconnect cycles")
+	fs.IntVar(&c.verifies, "verify-ceiling", 20000, "ed25519 verifies of a v3 payload timed (thread CPU clock) before and after the scenarios, for the verify ceiling; 0 skips it")
 	fs.DurationVar(&c.duration, "max-duration", 10*time.Minute, "stop a scenario's main loop after this long")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,7 +85,7 @@ func TestAllScenarios(t *testing.T) {
 		"--handshakes", "40", "--devices", "4", "--sequential", "10",
 		"--health-conns", "2", "--health-calls", "200",
 		"--idle", "30", "--hold", "700ms", "--settle", "50ms",
-		"--fanout", "20", "--fanout-rounds", "3", "--churn", "60"}
+		"--fanout", "20", "--fanout-rounds", "3", "--churn", "60", "--verify-ceiling", "500"}
 	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s\nsummary:\n%s", err, stderr.String(), stdout.String())
 	}
@@ -101,7 +103,7 @@ func TestAllScenarios(t *testing.T) {
 		}
 		got[r.Scenario] = r
 	}
-	want := map[string]int{"handshake": 40, "paired": 40, "connect-health": 10, "health": 200, "idle": 30, "fanout": 60, "churn": 60}
+	want := map[string]int{"handshake": 40, "paired": 40, "shared": 40, "connect-health": 10, "health": 200, "idle": 30, "fanout": 60, "churn": 60}
 	for name, n := range want {
 		r := got[name]
 		if r == nil || r.OK != n {
@@ -112,8 +114,35 @@ func TestAllScenarios(t *testing.T) {
 			t.Errorf("%s: latency %+v", name, r.Latency)
 		}
 	}
-	if r := got["paired"]; r != nil && r.Devices != 4 {
-		t.Errorf("paired devices = %d", r.Devices)
+	for _, name := range []string{"paired", "shared"} {
+		if r := got[name]; r != nil && r.Devices != 4 {
+			t.Errorf("%s devices = %d", name, r.Devices)
+		}
+	}
+	for _, v := range []*VerifyCost{sum.VerifyBefore, sum.VerifyAfter} {
+		if v == nil || v.Verifies != 500 || v.CPUUsPer <= 0 || v.Cores < 1 {
+			t.Fatalf("verify ceiling %+v", v)
+		}
+	}
+	cpuSeen := 0
+	for _, name := range []string{"handshake", "paired", "shared", "connect-health"} {
+		sc := got[name].ServerCPU
+		if sc == nil {
+			continue // under 10 ms of CPU: below /proc's resolution
+		}
+		cpuSeen++
+		if sc.UsPerOp <= 0 || sc.CPUMs <= 0 || sc.CeilingRatio <= 0 ||
+			math.Abs(sc.CapacityPer*sc.UsPerOp-float64(sc.Cores)*1e6) > float64(sc.Cores)*1e4 {
+			t.Errorf("%s: server CPU %+v", name, sc)
+		}
+	}
+	if cpuSeen == 0 {
+		t.Error("no connect scenario reported the gateway's CPU time")
+	}
+	for _, name := range []string{"health", "idle", "fanout", "churn"} {
+		if got[name].ServerCPU != nil {
+			t.Errorf("%s reports server CPU per connect", name)
+		}
 	}
 	if r := got["idle"]; r != nil {
 		if r.Open != 30 || r.TicksMin < 1 {
@@ -156,6 +185,46 @@ func TestWrongTokenFails(t *testing.T) {
 	r := sum.Results[0]
 	if r.Error == "" || r.OK != 0 || r.Failed != 4 || len(r.FirstErrors) == 0 || !strings.Contains(r.FirstErrors[0], "token mismatch") {
 		t.Fatalf("result %+v", r)
+	}
+}
+
+// TestProcCPU: the CPU time /proc reports for this process grows with the
+// CPU this test burns (the kernel samples it per 10 ms tick, so only
+// roughly).
+func TestProcCPU(t *testing.T) {
+	before, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0, _ := threadCPU()
+	x := 0
+	for {
+		for i := range 1_000_000 {
+			x += i
+		}
+		if t1, _ := threadCPU(); t1-t0 >= 300*time.Millisecond {
+			break
+		}
+	}
+	after, err := procCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := after - before; d < 150*time.Millisecond {
+		t.Fatalf("burned 300 ms of CPU; /proc says %v (x=%d)", d, x)
+	}
+	if _, err := procCPU(-1); err == nil {
+		t.Fatal("procCPU(-1) succeeded")
+	}
+}
+
+func TestMeasureVerify(t *testing.T) {
+	v, err := measureVerify(200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.CPUUsPer <= 0 || v.Cores != runtime.NumCPU() || math.Abs(v.CeilingPerS*v.CPUUsPer-float64(v.Cores)*1e6) > float64(v.Cores)*1e4 {
+		t.Fatalf("%+v", v)
 	}
 }
 

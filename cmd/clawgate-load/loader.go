@@ -40,6 +40,7 @@ func newLoader(cfg *config, stderr io.Writer) (*loader, error) {
 func (l *loader) runAll(ctx context.Context) *Summary {
 	sum := &Summary{Target: l.cfg.label, URL: l.cfg.url, StartedAt: time.Now().UTC(),
 		Sources: l.src.count(), PID: l.cfg.pid}
+	sum.VerifyBefore = l.verifyCeiling()
 	for _, name := range l.cfg.scenarios {
 		if ctx.Err() != nil {
 			sum.Results = append(sum.Results, &ScenarioResult{Scenario: name, Error: "interrupted"})
@@ -59,7 +60,44 @@ func (l *loader) runAll(ctx context.Context) *Summary {
 		l.logf("[%s] done in %v: %s", name, time.Since(start).Round(time.Millisecond), brief(r))
 		sum.Results = append(sum.Results, r)
 	}
+	sum.VerifyAfter = l.verifyCeiling()
+	if ceil := meanCeiling(sum.VerifyBefore, sum.VerifyAfter); ceil > 0 {
+		for _, r := range sum.Results {
+			if r.ServerCPU != nil {
+				r.ServerCPU.CeilingRatio = round3(r.ServerCPU.CapacityPer / ceil)
+			}
+		}
+	}
 	return sum
+}
+
+// verifyCeiling measures the ed25519 verify ceiling, when asked to.
+func (l *loader) verifyCeiling() *VerifyCost {
+	if l.cfg.verifies <= 0 {
+		return nil
+	}
+	v, err := measureVerify(l.cfg.verifies)
+	if err != nil {
+		l.logf("verify ceiling: %v", err)
+		return nil
+	}
+	l.logf("ed25519 verify: %.1f µs CPU each, ceiling %.0f/s on %d cores", v.CPUUsPer, v.CeilingPerS, v.Cores)
+	return v
+}
+
+// meanCeiling is the mean of the measured ceilings (0 when none).
+func meanCeiling(vs ...*VerifyCost) float64 {
+	sum, n := 0.0, 0
+	for _, v := range vs {
+		if v != nil {
+			sum += v.CeilingPerS
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
 }
 
 func (l *loader) scenario(name string) func(context.Context) (*ScenarioResult, error) {
@@ -68,6 +106,8 @@ func (l *loader) scenario(name string) func(context.Context) (*ScenarioResult, e
 		return l.handshakes
 	case "paired":
 		return l.paired
+	case "shared":
+		return l.sharedToken
 	case "connect-health":
 		return l.connectHealth
 	case "health":
@@ -89,6 +129,9 @@ func brief(r *ScenarioResult) string {
 	}
 	if r.Latency != nil && r.Latency.N > 0 {
 		s += fmt.Sprintf(", p50 %.2f ms p99 %.2f ms p999 %.2f ms", r.Latency.P50, r.Latency.P99, r.Latency.P999)
+	}
+	if r.ServerCPU != nil {
+		s += fmt.Sprintf(", gateway CPU %.0f µs each (capacity %.0f/s on %d cores)", r.ServerCPU.UsPerOp, r.ServerCPU.CapacityPer, r.ServerCPU.Cores)
 	}
 	if r.RSSPerConnKiB != 0 || r.HeapPerConnKiB != 0 {
 		s += fmt.Sprintf(", %.2f KiB RSS/conn, %.2f KiB heap/conn", r.RSSPerConnKiB, r.HeapPerConnKiB)

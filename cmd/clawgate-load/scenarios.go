@@ -30,10 +30,9 @@ func (l *loader) handshakes(ctx context.Context) (*ScenarioResult, error) {
 	return l.connectLoop(ctx, n, l.cfg.concurrent, func(int) dialSpec { return dialSpec{} }, ids, nil)
 }
 
-// paired: first pair --devices devices (shared token + signature), keeping
-// the device token each hello-ok carries; then reconnect them round-robin
-// with the device token alone, signed.
-func (l *loader) paired(ctx context.Context) (*ScenarioResult, error) {
+// pairDevices pairs --devices devices (shared token + signature) and
+// returns them with the device token each hello-ok carried.
+func (l *loader) pairDevices(ctx context.Context) ([]*client.Identity, []string, error) {
 	d := max(1, min(l.cfg.devices, l.cfg.handshakes))
 	ids := make([]*client.Identity, d)
 	tokens := make([]string, d)
@@ -60,11 +59,42 @@ func (l *loader) paired(ctx context.Context) (*ScenarioResult, error) {
 		}
 	})
 	if firstErr != nil {
-		return &ScenarioResult{Devices: d}, fmt.Errorf("pairing %d devices: %w", d, firstErr)
+		return nil, nil, fmt.Errorf("pairing %d devices: %w", d, firstErr)
 	}
+	return ids, tokens, nil
+}
+
+// paired: first pair --devices devices, keeping the device token each
+// hello-ok carries; then reconnect them round-robin with the device token
+// alone, signed.
+func (l *loader) paired(ctx context.Context) (*ScenarioResult, error) {
+	ids, tokens, err := l.pairDevices(ctx)
+	if err != nil {
+		return &ScenarioResult{Devices: max(1, min(l.cfg.devices, l.cfg.handshakes))}, err
+	}
+	d := len(ids)
 	l.logf("[paired] %d devices paired; reconnecting with device tokens", d)
 	r, err := l.connectLoop(ctx, l.cfg.handshakes, l.cfg.concurrent, func(i int) dialSpec {
 		return dialSpec{identity: ids[i%d], deviceToken: tokens[i%d], noToken: true}
+	}, nil, nil)
+	if r != nil {
+		r.Devices = d
+	}
+	return r, err
+}
+
+// sharedToken: pair --devices devices, then reconnect them round-robin,
+// signed, with the shared token (the path of `clawgate call` and of the
+// OpenClaw CLI with --token), each closed right after hello-ok.
+func (l *loader) sharedToken(ctx context.Context) (*ScenarioResult, error) {
+	ids, _, err := l.pairDevices(ctx)
+	if err != nil {
+		return &ScenarioResult{Devices: max(1, min(l.cfg.devices, l.cfg.handshakes))}, err
+	}
+	d := len(ids)
+	l.logf("[shared] %d devices paired; reconnecting with the shared token", d)
+	r, err := l.connectLoop(ctx, l.cfg.handshakes, l.cfg.concurrent, func(i int) dialSpec {
+		return dialSpec{identity: ids[i%d]}
 	}, nil, nil)
 	if r != nil {
 		r.Devices = d
@@ -93,6 +123,7 @@ func (l *loader) connectLoop(ctx context.Context, n, workers int, spec func(int)
 	then func(context.Context, *client.Client) error) (*ScenarioResult, error) {
 	var c counters
 	start := time.Now()
+	cpu0, cpuErr := l.serverCPU()
 	stop := l.ticker("connect", func() string { return c.line(n, start) })
 	ran, elapsed := l.pool(ctx, n, workers, func(ctx context.Context, i int) {
 		sp := spec(i)
@@ -118,7 +149,18 @@ func (l *loader) connectLoop(ctx context.Context, n, workers int, spec func(int)
 	stop()
 	r := &ScenarioResult{Concurrency: workers}
 	c.fill(r, ran, elapsed)
+	if cpu1, err := l.serverCPU(); cpuErr == nil && err == nil {
+		r.ServerCPU = newServerCPU(cpu1-cpu0, r.OK)
+	}
 	return r, checkFailures(r)
+}
+
+// serverCPU reads the gateway's CPU time (needs --pid).
+func (l *loader) serverCPU() (time.Duration, error) {
+	if l.cfg.pid <= 0 {
+		return 0, fmt.Errorf("no --pid")
+	}
+	return procCPU(l.cfg.pid)
 }
 
 // health: --health-conns connections share --health-calls health calls,

@@ -96,12 +96,16 @@ func (e *errorLog) samples() []string {
 
 // Summary is the JSON document the tool writes.
 type Summary struct {
-	Target    string            `json:"target"`
-	URL       string            `json:"url"`
-	StartedAt time.Time         `json:"startedAt"`
-	Sources   int               `json:"sourceAddresses"`
-	PID       int               `json:"pid,omitempty"`
-	Results   []*ScenarioResult `json:"results"`
+	Target    string    `json:"target"`
+	URL       string    `json:"url"`
+	StartedAt time.Time `json:"startedAt"`
+	Sources   int       `json:"sourceAddresses"`
+	PID       int       `json:"pid,omitempty"`
+	// VerifyBefore and VerifyAfter are the ed25519 verify ceiling measured
+	// before the first and after the last scenario (--verify-ceiling).
+	VerifyBefore *VerifyCost       `json:"verifyCeilingBefore,omitempty"`
+	VerifyAfter  *VerifyCost       `json:"verifyCeilingAfter,omitempty"`
+	Results      []*ScenarioResult `json:"results"`
 }
 
 func (s *Summary) failed() int {
@@ -145,8 +149,12 @@ type ScenarioResult struct {
 	Rounds int `json:"rounds,omitempty"`
 	Missed int `json:"missed,omitempty"`
 
-	// paired
+	// paired, shared
 	Devices int `json:"devices,omitempty"`
+
+	// handshake, paired, shared, connect-health with --pid: the gateway's
+	// CPU time per completed connection over the main loop.
+	ServerCPU *ServerCPU `json:"serverCpu,omitempty"`
 }
 
 // MemSample is the gateway's memory at one moment, from /proc and/or from

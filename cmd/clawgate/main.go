@@ -13,10 +13,15 @@ import (
 	"syscall"
 )
 
+// stopProfile flushes the CPU profile of a -tags cpuprofile build
+// (cpuprofile.go); otherwise it does nothing.
+var stopProfile = func() {}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv})
 	stop()
+	stopProfile()
 	if err != nil {
 		var ee exitError
 		if !errors.As(err, &ee) || !ee.silent {
