@@ -113,7 +113,22 @@ type PairingTx interface {
 // fsynced) when fn returns nil and rolls back everything fn wrote otherwise,
 // so a caller can keep its whole read-check-write in one transaction. fn must
 // not retain tx past its return.
+//
+// BatchPairing is UpdatePairing for hot writes (connect-time approvals):
+// concurrent BatchPairing calls may share one transaction and one commit,
+// each fn seeing the writes of those before it, so N of them cost one
+// fsync instead of N. It has UpdatePairing's guarantees for each caller: it
+// returns only after the writes of fn's successful call are committed and
+// fsynced; an error from fn is returned to that caller alone, with
+// everything that call wrote rolled back, and never fails another caller;
+// a failed commit fails every caller of that transaction and keeps none of
+// their writes. The price is that fn may be called more than once: when
+// another fn in the shared transaction fails, the transaction is rolled back
+// and the others run again. So fn must be a pure read-check-write over tx:
+// it sets its results afresh on every call and has no other side effects,
+// and only what its last call saw and wrote counts.
 type PairingStore interface {
 	ViewPairing(fn func(tx PairingTx) error) error
 	UpdatePairing(fn func(tx PairingTx) error) error
+	BatchPairing(fn func(tx PairingTx) error) error
 }

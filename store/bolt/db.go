@@ -38,6 +38,7 @@ type DB struct {
 	bolt      *bbolt.DB
 	closeOnce sync.Once
 	closeErr  error
+	groups    *groupCommit // BatchPairing's group commit
 }
 
 // Compile-time check: DB is a pairing store.
@@ -115,7 +116,7 @@ func openExisting(path string, opts Options) (_ *DB, err error) {
 		}
 		return nil, classify(err, path)
 	}
-	return &DB{path: path, bolt: bdb}, nil
+	return &DB{path: path, bolt: bdb, groups: newGroupCommit()}, nil
 }
 
 // openChecked opens an existing state file and refuses it unless it is a

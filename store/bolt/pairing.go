@@ -22,6 +22,15 @@ func (d *DB) UpdatePairing(fn func(store.PairingTx) error) error {
 	return mapErr(d.bolt.Update(func(tx *bbolt.Tx) error { return fn(pairingTx{tx: tx, path: d.path}) }))
 }
 
+// BatchPairing runs fn in a read-write transaction that concurrent
+// BatchPairing calls may share (one commit, one set of fsyncs for all of
+// them); see store.PairingStore for the contract fn must meet. It returns
+// after fn's writes are committed and fsynced, or fn's error with its
+// writes rolled back.
+func (d *DB) BatchPairing(fn func(store.PairingTx) error) error {
+	return mapErr(d.groupUpdate(func(tx *bbolt.Tx) error { return fn(pairingTx{tx: tx, path: d.path}) }))
+}
+
 // pairingTx implements store.PairingTx over the pairing buckets.
 type pairingTx struct {
 	tx   *bbolt.Tx

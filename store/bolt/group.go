@@ -1,0 +1,121 @@
+package bolt
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"go.etcd.io/bbolt"
+)
+
+// maxGroup bounds how many calls share one transaction.
+const maxGroup = 256
+
+// groupCommit turns concurrent write transactions into one bbolt
+// transaction and one commit (group commit). It has bbolt.DB.Batch's
+// semantics (a failing fn is taken out, the rest run again, the failing one
+// runs alone) without its MaxBatchDelay timer: a caller that finds no commit
+// in flight commits at once, alone; callers that arrive while a commit is in
+// flight queue up, and the first of them to get the commit slot runs the
+// whole queue in the next transaction. A lone caller therefore pays no added
+// latency, and N concurrent callers pay about one fsync instead of N.
+type groupCommit struct {
+	slot  chan struct{} // capacity 1: held while a group is run
+	mu    sync.Mutex
+	queue []*groupCall
+}
+
+type groupCall struct {
+	fn   func(*bbolt.Tx) error
+	done chan error // capacity 1: the call's result, or errRunAlone
+}
+
+func newGroupCommit() *groupCommit {
+	return &groupCommit{slot: make(chan struct{}, 1)}
+}
+
+// errRunAlone tells a caller that its fn failed (or panicked) inside a
+// shared transaction and must be run again in a transaction of its own, so
+// that its error is its own and not an artefact of the others.
+var errRunAlone = errors.New("store/bolt: run alone")
+
+// groupUpdate runs fn in a write transaction that may be shared with concurrent
+// callers, committed and fsynced before it returns. See
+// store.PairingStore.BatchPairing for the contract fn must meet.
+func (d *DB) groupUpdate(fn func(*bbolt.Tx) error) error {
+	g := d.groups
+	c := &groupCall{fn: fn, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, c)
+	g.mu.Unlock()
+
+	var err error
+	select {
+	case err = <-c.done: // run by another caller's group
+	case g.slot <- struct{}{}:
+		select {
+		case err = <-c.done: // run by the group that just released the slot
+		default:
+			g.mu.Lock()
+			n := min(len(g.queue), maxGroup)
+			calls := slices.Clone(g.queue[:n])
+			g.queue = slices.Delete(g.queue, 0, n)
+			g.mu.Unlock()
+			d.runGroup(calls)
+			err = <-c.done
+		}
+		<-g.slot
+	}
+	if errors.Is(err, errRunAlone) {
+		return d.bolt.Update(fn)
+	}
+	return err
+}
+
+// runGroup runs calls in one transaction and hands every call its result.
+// A call whose fn fails is taken out and told to run alone, except the
+// first one: it ran on the committed state, exactly as it would alone, so
+// its error is final. The others run again in a fresh transaction.
+func (d *DB) runGroup(calls []*groupCall) {
+	for len(calls) > 0 {
+		failed := -1
+		var fnErr error
+		err := d.bolt.Update(func(tx *bbolt.Tx) error {
+			for i, c := range calls {
+				if fnErr = safeCall(c.fn, tx); fnErr != nil {
+					failed = i
+					return fnErr
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, c := range calls {
+				c.done <- err // nil, or the commit's error for every caller
+			}
+			return
+		}
+		if _, isPanic := fnErr.(panicked); failed == 0 && !isPanic {
+			calls[0].done <- fnErr
+		} else {
+			calls[failed].done <- errRunAlone
+		}
+		calls = slices.Delete(calls, failed, failed+1)
+	}
+}
+
+// panicked is a panic recovered from a fn inside a shared transaction; the
+// caller's own run repeats it on the caller's goroutine.
+type panicked struct{ v any }
+
+func (p panicked) Error() string { return fmt.Sprintf("panic: %v", p.v) }
+
+func safeCall(fn func(*bbolt.Tx) error, tx *bbolt.Tx) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = panicked{v}
+		}
+	}()
+	return fn(tx)
+}
