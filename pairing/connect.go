@@ -54,9 +54,11 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 		return dec, nil
 	}
 
+	// The write shares its commit with concurrent connects (BatchPairing), so
+	// this fn may run more than once: it sets dec and dev afresh each time.
 	now := m.nowMs()
-	err = m.st.UpdatePairing(func(tx store.PairingTx) error {
-		dec = Decision{}
+	err = m.st.BatchPairing(func(tx store.PairingTx) error {
+		dec, dev = Decision{}, nil
 		live, err := m.livePending(tx, now)
 		if err != nil {
 			return err
@@ -79,6 +81,16 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 			if err != nil {
 				return err
 			}
+			var issued IssuedToken
+			if in.IssueToken {
+				// The token hello-ok hands out, in the approving transaction:
+				// exactly what EnsureToken would mint next.
+				tok, err := mintInTx(tx, &nd, in.Role, in.scopes, now)
+				if err != nil {
+					return err
+				}
+				issued = IssuedToken{Token: tok, IssuedAtMs: now}
+			}
 			view := toPairedDevice(nd, nil)
 			pr := toPending(p)
 			dec = Decision{
@@ -86,6 +98,7 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 				Platform: nd.Platform, DeviceFamily: nd.DeviceFamily, Device: &view,
 				Reason: reason, Request: &pr, Superseded: superseded,
 				Resolved: &Resolved{RequestID: p.RequestID, DeviceID: p.DeviceID, Decision: DecisionApproved, TS: now},
+				Token:    issued,
 			}
 			return nil
 		}
@@ -380,23 +393,6 @@ func (m *Manager) EnsureToken(deviceID, role string, scopes []string) (token str
 		return "", 0, false, fmt.Errorf("%s: %w", op, err)
 	}
 
-	// decide reports, for the device as stored, whether a token is needed.
-	decide := func(d *store.PairedDevice) (existing store.DeviceToken, need bool, err error) {
-		if d == nil || !slices.Contains(d.Roles, role) {
-			return existing, false, ErrNotPaired
-		}
-		existing, ok := d.Tokens[role]
-		if ok && existing.RevokedAtMs != 0 {
-			return existing, false, ErrNotPaired
-		}
-		baseline := roleScopes(role, d.ApprovedScopes)
-		if !covers(baseline, requested) {
-			return existing, false, ErrScopeMismatch
-		}
-		fine := ok && existing.IssuedAtMs != 0 && covers(baseline, existing.Scopes) && covers(existing.Scopes, requested)
-		return existing, !fine, nil
-	}
-
 	var existing store.DeviceToken
 	var need bool
 	err = m.st.ViewPairing(func(tx store.PairingTx) error {
@@ -404,7 +400,7 @@ func (m *Manager) EnsureToken(deviceID, role string, scopes []string) (token str
 		if err != nil {
 			return err
 		}
-		existing, need, err = decide(d)
+		existing, need, err = needToken(d, role, requested)
 		return err
 	})
 	if err != nil {
@@ -421,31 +417,14 @@ func (m *Manager) EnsureToken(deviceID, role string, scopes []string) (token str
 		if err != nil {
 			return err
 		}
-		old, need, err := decide(d)
+		old, need, err := needToken(d, role, requested)
 		if err != nil || !need {
 			existing = old
 			return err
 		}
-		baseline := roleScopes(role, d.ApprovedScopes)
-		keep := slices.DeleteFunc(slices.Clone(old.Scopes), func(s string) bool { return !satisfies(baseline, s) })
-		tok := store.DeviceToken{
-			Role: role, Scopes: normalizeScopes(unionSorted(keep, requested)),
-			CreatedAtMs: now, RotatedAtMs: old.RotatedAtMs, LastUsedAtMs: old.LastUsedAtMs, IssuedAtMs: now,
-		}
-		if old.CreatedAtMs != 0 {
-			tok.CreatedAtMs = old.CreatedAtMs
-		}
-		if old.IssuedAtMs != 0 { // replacing a token the device holds
-			tok.RotatedAtMs = now
-		}
-		token = newToken()
-		tok.Digest = store.DigestToken(token)
-		if d.Tokens == nil {
-			d.Tokens = make(map[string]store.DeviceToken)
-		}
-		d.Tokens[role] = tok
-		minted = true
-		return tx.PutDevice(*d)
+		token, err = mintInTx(tx, d, role, requested, now)
+		minted = err == nil
+		return err
 	})
 	if err != nil {
 		return "", 0, false, fmt.Errorf("%s: %w", op, err)
@@ -454,4 +433,54 @@ func (m *Manager) EnsureToken(deviceID, role string, scopes []string) (token str
 		return "", existing.IssuedAtMs, false, nil
 	}
 	return token, now, true, nil
+}
+
+// needToken reports, for the device as stored, whether role needs a fresh
+// token to cover requested (normalized for role): none yet, never handed
+// out, or not covering. It fails with ErrNotPaired or ErrScopeMismatch as
+// EnsureToken does.
+func needToken(d *store.PairedDevice, role string, requested []string) (existing store.DeviceToken, need bool, err error) {
+	if d == nil || !slices.Contains(d.Roles, role) {
+		return existing, false, ErrNotPaired
+	}
+	existing, ok := d.Tokens[role]
+	if ok && existing.RevokedAtMs != 0 {
+		return existing, false, ErrNotPaired
+	}
+	baseline := roleScopes(role, d.ApprovedScopes)
+	if !covers(baseline, requested) {
+		return existing, false, ErrScopeMismatch
+	}
+	fine := ok && existing.IssuedAtMs != 0 && covers(baseline, existing.Scopes) && covers(existing.Scopes, requested)
+	return existing, !fine, nil
+}
+
+// mintInTx mints a fresh token for role on d, to be handed out now, and
+// stores d with its digest: scopes are requested plus whatever the old
+// token held within the approved baseline (never beyond it). It updates d
+// and returns the token's plaintext; the caller has checked needToken.
+func mintInTx(tx store.PairingTx, d *store.PairedDevice, role string, requested []string, now int64) (string, error) {
+	old := d.Tokens[role]
+	baseline := roleScopes(role, d.ApprovedScopes)
+	if !covers(baseline, requested) {
+		return "", ErrScopeMismatch
+	}
+	keep := slices.DeleteFunc(slices.Clone(old.Scopes), func(s string) bool { return !satisfies(baseline, s) })
+	tok := store.DeviceToken{
+		Role: role, Scopes: normalizeScopes(unionSorted(keep, requested)),
+		CreatedAtMs: now, RotatedAtMs: old.RotatedAtMs, LastUsedAtMs: old.LastUsedAtMs, IssuedAtMs: now,
+	}
+	if old.CreatedAtMs != 0 {
+		tok.CreatedAtMs = old.CreatedAtMs
+	}
+	if old.IssuedAtMs != 0 { // replacing a token the device holds
+		tok.RotatedAtMs = now
+	}
+	token := newToken()
+	tok.Digest = store.DigestToken(token)
+	if d.Tokens == nil {
+		d.Tokens = make(map[string]store.DeviceToken)
+	}
+	d.Tokens[role] = tok
+	return token, tx.PutDevice(*d)
 }

@@ -25,9 +25,10 @@ import (
 const crashEnv = "CLAWGATE_PAIRING_CRASH_DB"
 
 // TestCrashChild is the child half of TestCrashDuringApproveAndRotate: it
-// loops connect → approve → first token → rotate against the DB named in
-// the environment and prints one line per acknowledged operation, after the
-// call returned, until it is killed.
+// loops connect → approve → first token → rotate, then four concurrent
+// local first connects (silent approval and token in one shared commit),
+// against the DB named in the environment and prints one line per
+// acknowledged operation, after the call returned, until it is killed.
 func TestCrashChild(t *testing.T) {
 	path := os.Getenv(crashEnv)
 	if path == "" {
@@ -75,6 +76,22 @@ func TestCrashChild(t *testing.T) {
 			}
 			say("OK rotate %s %s", d.id, r.Token)
 		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d := newDevice(t)
+				say("BEGIN silent %s", d.id)
+				dec, err := m.Check(issuing(d, "operator", readScopes))
+				if err != nil || dec.Outcome != pairing.ApprovedSilently {
+					say("FATAL silent %v %v", dec.Outcome, err)
+					os.Exit(2)
+				}
+				say("OK silent %s %s", d.id, dec.Token.Token)
+			}()
+		}
+		wg.Wait()
 	}
 }
 
@@ -101,6 +118,7 @@ type deviceLog struct {
 	approved bool   // "OK approve" seen
 	token    string // last acknowledged token
 	inFlight bool   // a BEGIN after the last OK
+	silent   bool   // approved by a local first connect ("OK silent")
 }
 
 // TestCrashDuringApproveAndRotate is attack row H1: kill -9 at random points
@@ -123,6 +141,15 @@ func TestCrashDuringApproveAndRotate(t *testing.T) {
 	}
 	if totalAcks < 10 {
 		t.Fatalf("only %d operations acknowledged in all rounds; the test did not exercise anything", totalAcks)
+	}
+	silent := 0
+	for _, l := range logs {
+		if l.silent {
+			silent++
+		}
+	}
+	if silent == 0 {
+		t.Fatal("no silent approval acknowledged in all rounds")
 	}
 }
 
@@ -187,8 +214,9 @@ func parseCrashLog(t *testing.T, out string, logs map[string]*deviceLog) int {
 		case len(f) == 4 && len(f[3]) == 43:
 			l.inFlight = false
 			l.token = f[3]
-			if f[1] == "approve" {
+			if f[1] == "approve" || f[1] == "silent" {
 				l.approved = true
+				l.silent = f[1] == "silent"
 			}
 			acks++
 		}

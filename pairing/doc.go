@@ -8,13 +8,14 @@
 // The gateway calls, for a connect that has already proven its device key:
 //
 //	err := m.VerifyDeviceToken(id, role, token, scopes) // if auth.deviceToken was sent
-//	d, err := m.Check(pairing.ConnectInfo{...})        // paired? needs approval?
+//	d, err := m.Check(pairing.ConnectInfo{..., IssueToken: true}) // paired? needs approval?
 //	switch d.Outcome {
 //	case pairing.PendingRequired:  // broadcast device.pair.requested if d.Created; NOT_PAIRED, close 1008
 //	case pairing.ApprovedSilently: // broadcast device.pair.resolved (d.Resolved); continue
 //	case pairing.Paired:           // continue
 //	}
-//	tok, issuedAt, minted, err := m.EnsureToken(id, d.Role, d.Scopes) // hello-ok.auth.deviceToken if minted
+//	// hello-ok.auth.deviceToken: d.Token when set, else, if minted:
+//	tok, issuedAt, minted, err := m.EnsureToken(id, d.Role, d.Scopes)
 //
 // and, for the device.pair.* and device.token.* methods, List, Approve,
 // Reject, Remove, RotateToken and RevokeToken with the calling connection's
@@ -28,7 +29,12 @@
 // token record in the same transaction that marks the device paired, but
 // cannot reach the device, so that first token's plaintext is discarded; the
 // device's next connect (EnsureToken) replaces it with the one it receives
-// in hello-ok. Nothing here ever logs or returns a digest.
+// in hello-ok. A silent approval with ConnectInfo.IssueToken instead mints
+// the token the connecting device receives in the approving transaction
+// (Decision.Token), so a new local device costs one write transaction, and
+// Check's writes go through store's BatchPairing, so concurrent first
+// connects share one commit and one fsync. Nothing here ever logs or
+// returns a digest.
 //
 // A connect costs no fsync: Check and VerifyDeviceToken on a paired device
 // only read; lastUsedAtMs and refreshed connect metadata are kept in memory

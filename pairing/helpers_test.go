@@ -54,6 +54,11 @@ func (c *countingStore) UpdatePairing(fn func(store.PairingTx) error) error {
 	return c.PairingStore.UpdatePairing(fn)
 }
 
+func (c *countingStore) BatchPairing(fn func(store.PairingTx) error) error {
+	c.updates.Add(1)
+	return c.PairingStore.BatchPairing(fn)
+}
+
 type env struct {
 	t     testing.TB
 	path  string

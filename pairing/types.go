@@ -66,6 +66,13 @@ type ConnectInfo struct {
 	// approved without an operator (protocol §3.3). Pairing still refuses
 	// silence for anything but a first pairing of an unknown device.
 	SilentAllowed bool
+	// IssueToken asks Check, when it approves the connect silently, to also
+	// mint the device's token for Role in the same transaction and return it
+	// in Decision.Token, so that a new device's connect costs one write
+	// transaction instead of two. Set it only when the token will be handed
+	// to the device (hello-ok.auth.deviceToken): it is stored as issued, so
+	// a later EnsureToken will not mint another.
+	IssueToken bool
 }
 
 // Decision is the result of Check.
@@ -94,6 +101,39 @@ type Decision struct {
 
 	// ApprovedSilently: the device.pair.resolved payload to broadcast.
 	Resolved *Resolved
+
+	// ApprovedSilently with ConnectInfo.IssueToken: the device's new token
+	// for Role, minted and stored (as a digest) in the approving
+	// transaction, for hello-ok.auth; EnsureToken is then not needed.
+	// Otherwise zero.
+	Token IssuedToken
+}
+
+// IssuedToken is a device token in the clear, handed out exactly once. It
+// never prints, logs or JSON-encodes the token: read the field.
+type IssuedToken struct {
+	Token      string
+	IssuedAtMs int64
+}
+
+// MarshalJSON leaves the token out.
+func (t IssuedToken) MarshalJSON() ([]byte, error) {
+	return fmt.Appendf(nil, `{"issued":%t,"issuedAtMs":%d}`, t.Token != "", t.IssuedAtMs), nil
+}
+
+func (t IssuedToken) String() string {
+	if t.Token == "" {
+		return "{token:none}"
+	}
+	return fmt.Sprintf("{token:[redacted] issuedAtMs:%d}", t.IssuedAtMs)
+}
+
+// GoString keeps the token out of %#v.
+func (t IssuedToken) GoString() string { return "pairing.IssuedToken" + t.String() }
+
+// LogValue keeps the token out of structured logs.
+func (t IssuedToken) LogValue() slog.Value {
+	return slog.GroupValue(slog.Bool("issued", t.Token != ""), slog.Int64("issuedAtMs", t.IssuedAtMs))
 }
 
 // PendingRequest is a pending pairing request in its wire shape

@@ -181,6 +181,7 @@ func normalizeConnect(c ConnectInfo) (connectIn, error) {
 		RemoteIP:      truncate(c.RemoteIP, maxIPLen),
 		ClientKey:     truncate(c.ClientKey, maxDisplayLen),
 		SilentAllowed: c.SilentAllowed,
+		IssueToken:    c.IssueToken,
 	}, scopes: scopes}
 	if in.ClientKey == "" {
 		in.ClientKey = in.RemoteIP
