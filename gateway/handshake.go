@@ -334,6 +334,7 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 		RemoteIP:      c.arrival.Remote.Addr().Unmap().String(),
 		ClientKey:     authn.NewLimitKey(authn.LimitSharedSecret, arr).String(),
 		SilentAllowed: c.silentPairingAllowed() || a.method == "bootstrap-token",
+		IssueToken:    true, // a silent approval mints hello-ok's token in the same transaction
 	})
 	switch {
 	case errors.Is(err, pairing.ErrTooManyPending):
@@ -364,6 +365,10 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 	a.scopes = dec.Scopes
 	if a.scopes == nil {
 		a.scopes = []string{}
+	}
+	if dec.Token.Token != "" {
+		a.token, a.issuedAt = dec.Token.Token, dec.Token.IssuedAtMs
+		return nil
 	}
 	tok, issued, minted, err := pm.EnsureToken(a.device.ID, a.role, a.scopes)
 	if err != nil {
