@@ -87,6 +87,18 @@ func TestWhatsAppOneGatewayPerSession(t *testing.T) {
 		!strings.Contains(msg, "clawgate channels login whatsapp") {
 		t.Fatalf("health whatsapp = %v; want needs re-link with the fix", wa)
 	}
+	cs, err := op.call(t, "channels.status", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accts, _ := cs["channelAccounts"].(map[string]any)["whatsapp"].([]any)
+	if len(accts) != 1 {
+		t.Fatalf("channels.status whatsapp accounts = %v", cs["channelAccounts"])
+	}
+	if a, _ := accts[0].(map[string]any); a["connected"] != false || a["tokenSource"] != "session" ||
+		!strings.Contains(fmt.Sprint(a["lastError"]), "needs re-link (not linked yet)") {
+		t.Fatalf("channels.status whatsapp = %v; want needs re-link", a)
+	}
 
 	// Another gateway, with its own state, configured for the same session.
 	other := privateDir(t)

@@ -301,3 +301,44 @@ func TestConnectionEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestBanReportedAndWaitedOut: a temporary ban ends the connection and
+// becomes the account's status ("temporarily banned ... until"), and the
+// run waits the ban out instead of reconnecting (which would prolong it);
+// a stop during the wait returns at once.
+func TestBanReportedAndWaitedOut(t *testing.T) {
+	sm := newSeam(t, 4)
+	sm.dispatch(&events.TemporaryBan{Code: events.TempBanSentToTooManyPeople, Expire: time.Hour})
+	var err error
+	select {
+	case err = <-sm.done:
+		sm.done <- err // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not end on a ban")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	finished := make(chan error, 1)
+	go func() { finished <- sm.s.finish(ctx, err) }()
+	eventually(t, "banned status", func() bool {
+		st := sm.sink.lastState()
+		return st.state == providers.StateReconnecting && st.err != nil && strings.Contains(st.err.Error(), "temporarily banned")
+	})
+	var ban *BannedError
+	if !errors.As(sm.sink.lastState().err, &ban) || ban.Code != events.TempBanSentToTooManyPeople.String() {
+		t.Fatalf("status error = %v; want a BannedError with the code", sm.sink.lastState().err)
+	}
+	select {
+	case err := <-finished:
+		t.Fatalf("finish returned %v during the ban; want it to wait", err)
+	default:
+	}
+	cancel()
+	select {
+	case err := <-finished:
+		if err != nil {
+			t.Fatalf("finish after stop = %v; want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("finish did not return on stop")
+	}
+}

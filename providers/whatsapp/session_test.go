@@ -194,7 +194,7 @@ func TestLogoutMidRunNeedsRelink(t *testing.T) {
 	}
 
 	// Re-link while running.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*defaultConnectTimeout)
 	defer cancel()
 	st, err := p.StartLogin(ctx, false)
 	if err != nil || st.State != LinkQR || st.QR == "" {
@@ -237,7 +237,7 @@ func TestForcedRelinkAndLogout(t *testing.T) {
 	link(t, p, srv)
 	sup, sl := supervise(t, p, log)
 	eventually(t, "connected", func() bool { return sl.has(connected) })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*defaultConnectTimeout)
 	defer cancel()
 	if st, err := p.StartLogin(ctx, false); err != nil || !st.Connected || st.QR != "" {
 		t.Fatalf("StartLogin on a linked account = %+v, %v; want 'already linked'", st, err)

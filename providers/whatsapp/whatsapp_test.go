@@ -2,7 +2,10 @@ package whatsapp
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -45,8 +48,11 @@ func newFake(t testing.TB) *fake.Server {
 // newProvider builds a provider on a fresh session directory, pointed at srv.
 func newProvider(t testing.TB, srv *fake.Server, log *slog.Logger, mod ...func(*Config)) *Provider {
 	t.Helper()
+	// ConnectTimeout is the production one: the first login after a link
+	// generates and stores 812 prekeys, which takes seconds under -race on a
+	// loaded machine.
 	cfg := Config{Dir: t.TempDir() + "/whatsapp", Logger: log, HTTPClient: srv.HTTPClient(),
-		QRFirst: 2 * time.Second, QRNext: time.Second, ConnectTimeout: 10 * time.Second}
+		QRFirst: 2 * time.Second, QRNext: time.Second, ConnectTimeout: defaultConnectTimeout}
 	for _, m := range mod {
 		m(&cfg)
 	}
@@ -116,7 +122,7 @@ func (f *codeFeed) next(t testing.TB) string {
 func link(t testing.TB, p *Provider, srv *fake.Server) []string {
 	t.Helper()
 	feed := newCodeFeed()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*defaultConnectTimeout)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Link(ctx, false, feed.on) }()
@@ -164,13 +170,36 @@ func TestContract(t *testing.T) {
 		srv := newFake(t)
 		p := newProvider(t, srv, log)
 		codes := link(t, p, srv)
+		secrets := append(codes, sessionKeys(t, p)...)
 		t.Cleanup(func() {
 			if n := srv.Logins(); n < 3 {
 				t.Errorf("fake saw %d logins; want the link's, the run's and the reconnect's", n)
 			}
 		})
-		return providertest.Subject{Provider: p, Fake: contractFake{srv, t}, Secrets: codes}
+		return providertest.Subject{Provider: p, Fake: contractFake{srv, t}, Secrets: secrets}
 	})
+}
+
+// sessionKeys returns the linked device's private keys (Noise, Signal
+// identity, signed prekey, ADV secret) in the encodings a log line could
+// carry them in, for the contract's no-secrets-in-logs check.
+func sessionKeys(t testing.TB, p *Provider) []string {
+	t.Helper()
+	st, err := openStore(context.Background(), p.cfg.Dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	d := st.dev
+	if d.ID == nil {
+		t.Fatal("no linked device in the session store")
+	}
+	var out []string
+	for _, k := range [][]byte{d.NoiseKey.Priv[:], d.IdentityKey.Priv[:], d.SignedPreKey.Priv[:], d.AdvSecretKey} {
+		out = append(out, hex.EncodeToString(k), base64.StdEncoding.EncodeToString(k),
+			base64.RawURLEncoding.EncodeToString(k), fmt.Sprint(k))
+	}
+	return out
 }
 
 // recSink records what a provider reports.
@@ -226,7 +255,7 @@ func (s *recSink) lastState() stateRec {
 
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
