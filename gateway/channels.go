@@ -417,8 +417,10 @@ type channelsLogoutParams struct {
 }
 
 // methodChannelsLogout stops an account until the gateway restarts (admin
-// only by the default-deny scope rule). Bot tokens stay in their files;
-// remove them there to forget them.
+// only by the default-deny scope rule). Bot tokens stay in their files
+// ("cleared": false; remove them there to forget them); a channel linked
+// as a device (WhatsApp) forgets its session ("cleared": true) and must be
+// linked again.
 func (s *Server) methodChannelsLogout(ctx context.Context, c *Conn, raw json.RawMessage) (any, error) {
 	var p channelsLogoutParams
 	if err := json.Unmarshal(raw, &p); err != nil {
@@ -439,7 +441,7 @@ func (s *Server) methodChannelsLogout(ctx context.Context, c *Conn, raw json.Raw
 		return nil, &protocol.Error{Code: protocol.ErrUnavailable, Message: "channels.logout: " + err.Error()}
 	}
 	c.log.Info("channel logged out", "channel", route.Channel, "account", route.AccountID)
-	return map[string]any{"channel": route.Channel, "accountId": route.AccountID, "cleared": false,
+	return map[string]any{"channel": route.Channel, "accountId": route.AccountID, "cleared": st.Cleared,
 		"loggedOut": st.State == providers.StateLoggedOut, "state": string(st.State)}, nil
 }
 

@@ -400,8 +400,8 @@ func TestChannelsStatusHealthAndLogout(t *testing.T) {
 	}
 	before := len(admin.named(protocol.EventHealth))
 	res, err := callJSON(t, c, "channels.logout", map[string]any{"channel": "telegram"})
-	if err != nil || res["loggedOut"] != true {
-		t.Fatalf("logout: %v %v", res, err)
+	if err != nil || res["loggedOut"] != true || res["cleared"] != false {
+		t.Fatalf("logout: %v %v (a bot token stays in its file: nothing cleared)", res, err)
 	}
 	admin.wait(t, protocol.EventHealth, before+1) // the status change is published
 	if s := statusOf(sup, "telegram", "default"); s.State != providers.StateLoggedOut {
@@ -410,6 +410,25 @@ func TestChannelsStatusHealthAndLogout(t *testing.T) {
 	_, err = callJSON(t, c, "send", map[string]any{"to": "5", "message": "x", "idempotencyKey": "after-logout"})
 	if code, detail := remoteCode(err); code != protocol.ErrUnavailable || detail != "CHANNEL_LOGGED_OUT" {
 		t.Errorf("send after logout: %v", err)
+	}
+}
+
+// linkedProvider is a channel linked as a device: logging out forgets
+// its session.
+type linkedProvider struct {
+	*chanProvider
+	forgot atomic.Bool
+}
+
+func (p *linkedProvider) Logout(context.Context) error { p.forgot.Store(true); return nil }
+
+func TestChannelsLogoutClearsLinkedSession(t *testing.T) {
+	p := &linkedProvider{chanProvider: newChanProvider("whatsapp")}
+	g, _ := startChannels(t, providers.Account{Provider: p})
+	c := g.dialClient(t, nil)
+	res, err := callJSON(t, c, "channels.logout", map[string]any{"channel": "whatsapp"})
+	if err != nil || res["cleared"] != true || res["loggedOut"] != true || !p.forgot.Load() {
+		t.Fatalf("logout: %v %v (session forgotten: %v)", res, err, p.forgot.Load())
 	}
 }
 

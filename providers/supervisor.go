@@ -67,6 +67,11 @@ type Status struct {
 	TokenSource string
 	Dropped     int64 // inbound events dropped by policy or shape checks
 	Duplicates  int64 // inbound events delivered more than once
+
+	// Cleared is set only in Logout's answer: the provider forgot its
+	// session (a LogoutProvider facet ran), so the account must be linked
+	// again before it can run.
+	Cleared bool
 }
 
 // Running reports whether the account's provider is (re)starting or up.
@@ -325,14 +330,17 @@ func (s *Supervisor) Logout(ctx context.Context, r Route) (Status, error) {
 			return a.status(), ctx.Err()
 		}
 	}
-	if lp, ok := a.p.(LogoutProvider); ok {
+	lp, cleared := a.p.(LogoutProvider)
+	if cleared {
 		if err := safeCall(func() error { return lp.Logout(ctx) }); err != nil {
 			a.log.Warn("provider logout failed", "err", err)
 			return a.status(), fmt.Errorf("providers: %s logout: %w", r.Channel, err)
 		}
 	}
 	a.setState(StateLoggedOut, nil)
-	return a.status(), nil
+	st := a.status()
+	st.Cleared = cleared
+	return st, nil
 }
 
 // Probe implements Hub.

@@ -371,7 +371,7 @@ func TestSupervisorLogout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := s.Logout(ctx, Route{"telegram", "default"})
-	if err != nil || st.State != StateLoggedOut || !p.loggedOut.Load() {
+	if err != nil || st.State != StateLoggedOut || !p.loggedOut.Load() || !st.Cleared {
 		t.Fatalf("logout: %+v %v (facet called %v)", st, err, p.loggedOut.Load())
 	}
 	time.Sleep(30 * time.Millisecond)
