@@ -30,7 +30,8 @@ func startTLSGateway(t *testing.T) *gateway {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "gateway", "--tls", "--port", strconv.Itoa(g.Port), "--token", g.Token)
-	cmd.Env = append(filteredEnv("OPENCLAW_GATEWAY_TOKEN", "CLAWGATE_STATE_DIR"), "CLAWGATE_STATE_DIR="+g.StateDir)
+	cmd.Env = append(filteredEnv("OPENCLAW_GATEWAY_TOKEN", "CLAWGATE_STATE_DIR"), "CLAWGATE_STATE_DIR="+g.StateDir,
+		"CLAWGATE_HANDSHAKE_TIMEOUT_MS=60000") // as startGateway: starved Node clients are slow to send connect
 	cmd.Stdout, cmd.Stderr = g.out, g.out
 	setChildAttrs(cmd)
 	if err := cmd.Start(); err != nil {
