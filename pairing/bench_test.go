@@ -1,9 +1,12 @@
 package pairing_test
 
 import (
+	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/clawgate/clawgate/pairing"
+	"github.com/clawgate/clawgate/store"
 )
 
 // BenchmarkVerifyDeviceToken is the connect read path: one bbolt read
@@ -53,5 +56,79 @@ func BenchmarkApprove(b *testing.B) {
 		if _, err := e.m.Approve(id, admin); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// unbatchedStore gives every BatchPairing call a transaction and a commit of
+// its own, as Check's writes had before they were grouped.
+type unbatchedStore struct{ store.PairingStore }
+
+func (u unbatchedStore) BatchPairing(fn func(store.PairingTx) error) error {
+	return u.UpdatePairing(fn)
+}
+
+// BenchmarkNewDeviceConnect is a new local device's first connect from 16
+// goroutines at once, on a real file: the silent approval and the token
+// hello-ok hands out, per op.
+//
+//   - two-tx: approval, then EnsureToken, each its own fsynced transaction
+//     (the connect path before IssueToken and BatchPairing);
+//   - one-tx: approval and token in one transaction (IssueToken), one
+//     commit per connect;
+//   - one-tx-grouped: the same, with concurrent connects sharing commits
+//     (BatchPairing), as the gateway runs it.
+func BenchmarkNewDeviceConnect(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		batched bool
+		issue   bool
+	}{
+		{"two-tx", false, false},
+		{"one-tx", false, true},
+		{"one-tx-grouped", true, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := newEnv(b)
+			var st store.PairingStore = e.db
+			if !bc.batched {
+				st = unbatchedStore{e.db}
+			}
+			m, err := pairing.New(st, pairing.Options{FlushInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			devs := make([]device, b.N)
+			for i := range devs {
+				devs[i] = newDevice(b)
+			}
+			var next atomic.Int64
+			b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					d := devs[next.Add(1)-1]
+					ci := local(info(d, "operator", readScopes))
+					ci.IssueToken = bc.issue
+					dec, err := m.Check(ci)
+					if err != nil || dec.Outcome != pairing.ApprovedSilently {
+						b.Error(dec.Outcome, err) // Fatal only on the benchmark's goroutine
+						return
+					}
+					if bc.issue {
+						if dec.Token.Token == "" {
+							b.Error("no token")
+							return
+						}
+						continue
+					}
+					if _, _, minted, err := m.EnsureToken(d.id, "operator", dec.Scopes); err != nil || !minted {
+						b.Error(minted, err)
+						return
+					}
+				}
+			})
+		})
 	}
 }
