@@ -54,16 +54,16 @@ func (d *DB) groupUpdate(fn func(*bbolt.Tx) error) error {
 	select {
 	case err = <-c.done: // run by another caller's group
 	case g.slot <- struct{}{}:
-		select {
-		case err = <-c.done: // run by the group that just released the slot
-		default:
-			g.mu.Lock()
-			n := min(len(g.queue), maxGroup)
-			calls := slices.Clone(g.queue[:n])
-			g.queue = slices.Delete(g.queue, 0, n)
-			g.mu.Unlock()
-			d.runGroup(calls)
-			err = <-c.done
+		// Run the queue, up to maxGroup calls at a time, until this call
+		// has run (perhaps already, in the group that just released the
+		// slot). The queue is first in, first out, so that happens.
+		for done := false; !done; {
+			select {
+			case err = <-c.done:
+				done = true
+			default:
+				d.runGroup(g.take())
+			}
 		}
 		<-g.slot
 	}
@@ -71,6 +71,16 @@ func (d *DB) groupUpdate(fn func(*bbolt.Tx) error) error {
 		return d.bolt.Update(fn)
 	}
 	return err
+}
+
+// take removes and returns the oldest queued calls, at most maxGroup.
+func (g *groupCommit) take() []*groupCall {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := min(len(g.queue), maxGroup)
+	calls := slices.Clone(g.queue[:n])
+	g.queue = slices.Delete(g.queue, 0, n)
+	return calls
 }
 
 // runGroup runs calls in one transaction and hands every call its result.

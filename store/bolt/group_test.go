@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/clawgate/clawgate/store"
+	"go.etcd.io/bbolt"
 )
 
 // groupHarness queues BatchPairing calls in a known order behind a call that
@@ -290,5 +291,49 @@ func TestBatchPairingClosed(t *testing.T) {
 	err := db.BatchPairing(func(tx store.PairingTx) error { return tx.PutDevice(testDevice(1)) })
 	if !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("BatchPairing after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestBatchPairingMoreThanOneGroup: more calls are queued than one
+// transaction takes, and the caller that gets the commit slot is the last
+// of them; it runs the queue group by group until its own call has run.
+func TestBatchPairingMoreThanOneGroup(t *testing.T) {
+	db := mustOpen(t, statePath(t))
+	h := newGroupHarness(t, db)
+	// Calls whose callers wait only for their result (never for the slot),
+	// queued ahead of one ordinary caller.
+	const n = 2*maxGroup + 10
+	queued := make([]*groupCall, n)
+	db.groups.mu.Lock()
+	for i := range queued {
+		p := &putter{i: i}
+		queued[i] = &groupCall{fn: func(tx *bbolt.Tx) error { return p.fn(pairingTx{tx: tx, path: db.path}) }, done: make(chan error, 1)}
+	}
+	db.groups.queue = append(db.groups.queue, queued...)
+	db.groups.mu.Unlock()
+	last := &putter{i: n}
+	h.add(last.fn)
+	errs := make(chan []error, 1)
+	go func() { errs <- h.run() }()
+	select {
+	case got := <-errs:
+		if got[0] != nil {
+			t.Fatal(got[0])
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the last caller never returned")
+	}
+	for i, c := range queued {
+		if err := <-c.done; err != nil {
+			t.Fatalf("queued call %d: %v", i, err)
+		}
+	}
+	var got int
+	if err := db.ViewPairing(func(tx store.PairingTx) error {
+		all, err := tx.AllDevices()
+		got = len(all)
+		return err
+	}); err != nil || got != n+2 {
+		t.Fatalf("%d devices stored, %v; want %d", got, err, n+2)
 	}
 }
