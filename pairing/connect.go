@@ -57,8 +57,9 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 	// The write shares its commit with concurrent connects (BatchPairing), so
 	// this fn may run more than once: it sets dec and dev afresh each time.
 	now := m.nowMs()
+	tooMany := false
 	err = m.st.BatchPairing(func(tx store.PairingTx) error {
-		dec, dev = Decision{}, nil
+		dec, dev, tooMany = Decision{}, nil, false
 		live, err := m.livePending(tx, now)
 		if err != nil {
 			return err
@@ -73,6 +74,13 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 			return nil
 		}
 		p, created, superseded, err := m.upsertPending(tx, live, d, in, reason, now)
+		if errors.Is(err, ErrTooManyPending) {
+			// A refusal, not a failure: nothing but the purge of expired
+			// requests was written, and returning nil keeps a flood of
+			// refused connects from rolling back the commit they share.
+			tooMany = true
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -109,6 +117,9 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 		}
 		return nil
 	})
+	if err == nil && tooMany {
+		err = ErrTooManyPending
+	}
 	if err != nil {
 		return Decision{}, fmt.Errorf("%s: %w", op, err)
 	}
