@@ -25,7 +25,10 @@
 // removed once they are old and unlocked.
 //
 // Every operation is one bbolt transaction with NoSync off, so a write that
-// returned is on disk. Values are JSON, decoded into fresh Go values inside
+// returned is on disk. Concurrent BatchPairing calls may share one
+// transaction (a group commit: the first caller commits at once, those that
+// arrive meanwhile go together in the next one); each still returns only
+// after the commit holding its writes. Values are JSON, decoded into fresh Go values inside
 // the transaction, so nothing returned points into bbolt's memory map.
 // NoFreelistSync is left off (the freelist is persisted), which keeps Open
 // fast and lets the bbolt CLI read the file.
