@@ -238,8 +238,8 @@ func (s *Server) tickLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.bus.broadcast(protocol.EventTick, protocol.TickPayload{Ts: s.nowMs()}, nil, nil)
 		s.pingAll()
+		s.bus.broadcast(protocol.EventTick, protocol.TickPayload{Ts: s.nowMs()}, nil, nil)
 		s.dedupe.sweep()
 		n++
 		if n%healthEvery == 0 {
@@ -248,12 +248,22 @@ func (s *Server) tickLoop(ctx context.Context) {
 	}
 }
 
+// pingAll asks every authenticated connection's writer to send a ping. It
+// never writes itself: a peer that does not read holds its own writer for
+// up to writeTimeout, and a write from here would hold the tick loop, and
+// with it every other client's ticks and pings, just as long. The flag is
+// set without waking the writer: the tick broadcast that follows queues a
+// frame on every authenticated connection, and that wakes it (one writer
+// start per connection per tick, not two). A connection that takes no tick
+// is closing and needs no ping.
 func (s *Server) pingAll() {
-	deadline := time.Now().Add(writeTimeout)
 	for _, c := range s.snapshotConns() {
-		if c.Session() != nil {
-			_ = c.ws.WriteControl(9 /* ping */, nil, deadline)
+		if c.Session() == nil {
+			continue
 		}
+		c.mu.Lock()
+		c.pingDue = true
+		c.mu.Unlock()
 	}
 }
 

@@ -45,6 +45,7 @@ type Conn struct {
 	// signal starts it, it exits once the queue is empty, so an idle
 	// connection holds no writer stack. At most one runs at a time.
 	writing    bool
+	pingDue    bool // the tick asked for a ping; the writer sends it
 	noWriter   bool // the reader has ended; end() finishes the close
 	closeSent  bool // the close frame went out (or the socket was closed)
 	writers    sync.WaitGroup
@@ -200,8 +201,9 @@ func (c *Conn) writeLoop() {
 		c.mu.Lock()
 		batch := c.queue
 		c.queue, c.queued = nil, 0
-		closing := c.closing
-		if len(batch) == 0 && !closing || c.ctx.Err() != nil {
+		closing, ping := c.closing, c.pingDue
+		c.pingDue = false
+		if len(batch) == 0 && !closing && !ping || c.ctx.Err() != nil {
 			// Nothing to send, or the reader has ended and its
 			// finishClose takes over.
 			c.writing = false
@@ -209,6 +211,11 @@ func (c *Conn) writeLoop() {
 			return
 		}
 		c.mu.Unlock()
+		if ping && !closing && !c.aborted.Load() {
+			// Only this connection's writer waits on its peer: a ping to
+			// a peer that does not read delays no one else (pingAll).
+			_ = c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout))
+		}
 		for _, frame := range batch {
 			if c.aborted.Load() {
 				break

@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clawgate/clawgate/client"
+	"github.com/clawgate/clawgate/protocol"
+)
+
+// A peer that stops reading while the gateway has far more queued for it
+// than the kernel buffers hold pins its own writer in a write until
+// writeTimeout, and nobody else: the healthy clients keep getting a tick
+// per tick interval (and the pings that keep them connected) all that
+// time. The clock of the assertion is the stuck write itself: each healthy
+// client must see stuckTicks ticks while that write is still pending, that
+// is before the stuck connection leaves the server. stuckTicks intervals
+// are under a third of writeTimeout; a tick loop that writes to the stuck
+// peer itself gets at most two ticks out in that window.
+func TestStuckPeerDelaysNoTicks(t *testing.T) {
+	t.Parallel()
+	const (
+		tick       = 500 * time.Millisecond
+		stuckTicks = 6 // 3 s of ticks, against writeTimeout (10 s)
+		healthy    = 3
+		frame      = 1 << 20
+		// More than the loopback socket pair can buffer (wmem max 4 MiB,
+		// rmem max 32 MiB by default) for a receiver that never reads.
+		stuckBytes = 40 << 20
+	)
+	g := startGateway(t, func(o *Options) {
+		o.TickInterval = tick
+		o.MaxBufferedBytes = stuckBytes + 8<<20 // stuck by the socket, not closed as slow
+	})
+	var mu sync.Mutex
+	ticks := make([]int, healthy)
+	lastSeq := make([]uint64, healthy)
+	healthyIDs := map[string]bool{}
+	clients := make([]*client.Client, healthy)
+	for i := range healthy {
+		clients[i] = g.dialClient(t, func(o *client.Options) {
+			o.OnEvent = func(e client.Event) {
+				mu.Lock()
+				defer mu.Unlock()
+				if e.Seq != nil {
+					if lastSeq[i] != 0 && *e.Seq != lastSeq[i]+1 {
+						t.Errorf("client %d: seq %d after %d", i, *e.Seq, lastSeq[i])
+					}
+					lastSeq[i] = *e.Seq
+				}
+				if e.Name == protocol.EventTick {
+					ticks[i]++
+				}
+			}
+		})
+		healthyIDs[clients[i].Hello().Server.ConnID] = true
+	}
+	stuckWire := g.authed(t, "") // reads nothing from here on
+	// It keeps sending, though: unsolicited pongs keep its read deadline
+	// (two and a half ticks) from ending the connection, so only the
+	// write timeout does.
+	stopPongs := make(chan struct{})
+	pongsDone := make(chan struct{})
+	go func() {
+		defer close(pongsDone)
+		for {
+			select {
+			case <-stopPongs:
+				return
+			case <-time.After(tick / 4):
+			}
+			_ = stuckWire.frame(finBit|opPong, nil)
+		}
+	}()
+	var stuck *Conn
+	for _, c := range g.srv.snapshotConns() {
+		if !healthyIDs[c.ID()] {
+			stuck = c
+		}
+	}
+	if stuck == nil || len(g.srv.snapshotConns()) != healthy+1 {
+		t.Fatalf("cannot tell the stuck connection among %d", len(g.srv.snapshotConns()))
+	}
+	// One frame, encoded once and queued again and again (the writer only
+	// reads it), so filling costs no CPU a loaded machine lacks.
+	fill := encodeEvent("test.fill", mustJSON(map[string]string{"pad": strings.Repeat("x", frame)}), nil, nil)
+	for range stuckBytes / frame {
+		if !stuck.enqueue(fill) {
+			t.Fatal("stuck connection closed while filling")
+		}
+	}
+	// From here the stuck writer blocks as soon as the socket buffers are
+	// full, and stays blocked until writeTimeout.
+	mu.Lock()
+	base := append([]int(nil), ticks...)
+	mu.Unlock()
+	stuckLive := func() bool {
+		for _, c := range g.srv.snapshotConns() {
+			if c == stuck {
+				return true
+			}
+		}
+		return false
+	}
+	for {
+		mu.Lock()
+		least := ticks[0] - base[0]
+		for i := range healthy {
+			least = min(least, ticks[i]-base[i])
+		}
+		mu.Unlock()
+		if least >= stuckTicks {
+			break
+		}
+		if !stuckLive() {
+			t.Fatalf("the stuck write ended (writeTimeout %v) before every healthy client saw %d ticks: fewest %d (tick %v)",
+				writeTimeout, stuckTicks, least, tick)
+		}
+		for i, c := range clients {
+			select {
+			case <-c.Done():
+				t.Fatalf("healthy client %d dropped while a peer was stuck: %v", i, c.Err())
+			default:
+			}
+		}
+		time.Sleep(tick / 4)
+	}
+	// Closing the stuck socket ends its writer at once instead of at the
+	// write timeout.
+	close(stopPongs)
+	<-pongsDone
+	_ = stuckWire.conn.Close()
+}
