@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -57,7 +58,22 @@ func TestStuckPeerDelaysNoTicks(t *testing.T) {
 		})
 		healthyIDs[clients[i].Hello().Server.ConnID] = true
 	}
-	stuckWire := g.authed(t, "") // reads nothing from here on
+	// The stuck peer connects, then reads nothing. (A tick can come before
+	// the connect response: the session is visible to broadcasts a moment
+	// before hello-ok is queued.)
+	stuckWire := g.upgraded(t, "")
+	b, _ := json.Marshal(map[string]any{"type": "req", "id": "c1", "method": "connect", "params": connectParams(testToken)})
+	stuckWire.text(string(b))
+	for {
+		f := stuckWire.json()
+		if f["type"] == protocol.TypeEvent {
+			continue
+		}
+		if f["ok"] != true {
+			t.Fatalf("connect: %v", f)
+		}
+		break
+	}
 	// It keeps sending, though: unsolicited pongs keep its read deadline
 	// (two and a half ticks) from ending the connection, so only the
 	// write timeout does.
