@@ -272,8 +272,10 @@ func (c *Conn) finishClose() {
 // writeClose sends the close frame and gives the peer a moment to answer
 // before the socket is torn down.
 func (c *Conn) writeClose(code int, reason string) {
+	// The close frame can wait behind megabytes a slow consumer that
+	// resumed reading has still to take: writeTimeout, as for any frame.
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeTimeout))
 	deadline := time.Now().Add(time.Second)
-	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline)
 	// The reader sees the peer's answering close frame and returns; the
 	// read deadline bounds that wait for peers that never answer.
 	_ = c.ws.NetConn().SetReadDeadline(deadline)

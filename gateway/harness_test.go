@@ -140,14 +140,12 @@ func (r *rawConn) sendJSON(v any) {
 }
 
 // closeCode reads until the gateway closes and returns its close code and
-// reason. Frames before the close are returned too. within bounds the wait
-// for each frame, not the whole read: megabytes of frames buffered for a
-// reader take a loaded machine a while, yet the reader is never stuck.
+// reason. Frames before the close are returned too.
 func (r *rawConn) closeCode(within time.Duration) (int, string, []map[string]any) {
 	r.t.Helper()
 	var frames []map[string]any
+	_ = r.ws.SetReadDeadline(time.Now().Add(within))
 	for {
-		_ = r.ws.SetReadDeadline(time.Now().Add(within))
 		_, data, err := r.ws.ReadMessage()
 		if err != nil {
 			if ce, ok := err.(*websocket.CloseError); ok {
