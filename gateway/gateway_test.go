@@ -452,11 +452,11 @@ func TestSlowConsumer(t *testing.T) {
 		}
 		frames++
 	}
-	t.Logf("slow client read %d frames before the close; %d broadcast", frames, total)
 	if ce.Code != 1008 || ce.Text != "slow consumer" {
-		t.Fatalf("slow close = %d %q", ce.Code, ce.Text)
+		t.Fatalf("slow close = %d %q after %d frames", ce.Code, ce.Text, frames)
 	}
 	<-sent
+	t.Logf("slow client read %d frames before the close; %d broadcast", frames, total)
 	if n := g.srv.metrics.slowConsumers.Load(); n != 1 {
 		t.Fatalf("slow consumers closed = %d, want 1 (the reading client must never be)", n)
 	}
