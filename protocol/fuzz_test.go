@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
 // transcriptFrames returns every client-sent frame in the captured
 // transcripts (the seeds for the fuzzers).
-func transcriptFrames(f *testing.F) [][]byte {
+func transcriptFrames(f testing.TB) [][]byte {
 	f.Helper()
 	files, _ := filepath.Glob("../gateway/testdata/neg-*.jsonl")
 	var out [][]byte
@@ -107,13 +108,106 @@ func FuzzConnectFrame(f *testing.F) {
 		if req.Params.Client.ID == "" || req.Params.Client.Mode == "" {
 			t.Fatalf("schema-valid connect lacks client id/mode: %s", data)
 		}
+		if fast, ok := DecodeConnectParams(obj["params"]); ok && !reflect.DeepEqual(fast, req.Params) {
+			t.Fatalf("DecodeConnectParams differs from json.Unmarshal for %s:\n%#v\n%#v", data, fast, req.Params)
+		}
+	})
+}
+
+// TestDecodeConnectParams: every schema-valid connect frame of the
+// transcripts takes the fast path and decodes exactly as json.Unmarshal
+// does; shapes outside the fast path are refused, not approximated.
+func TestDecodeConnectParams(t *testing.T) {
+	c, err := LoadContract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := [][]byte{[]byte(benchConnectFrame),
+		[]byte(`{"type":"req","id":"x","method":"connect","params":{"minProtocol":3,"maxProtocol":4,"client":{"id":"node-host","version":"1","platform":"linux","mode":"node","displayName":"n"},"caps":["system"],"commands":["system.run"],"permissions":{"a":true,"b":false},"role":"node","scopes":[],"locale":"en","userAgent":"ua","pathEnv":"/bin","auth":{"deviceToken":"dt","bootstrapToken":"bt","password":"pw","token":"t"}}}`)}
+	for _, f := range transcriptFrames(t) {
+		frames = append(frames, f)
+	}
+	fast := 0
+	for _, data := range frames {
+		v, err := ParseStrict(data)
+		if err != nil || c.Validate("RequestFrame", v) != nil {
+			continue
+		}
+		obj := v.(map[string]any)
+		if obj["method"] != "connect" || c.Validate("ConnectParams", obj["params"]) != nil {
+			continue
+		}
+		var req struct {
+			Params ConnectParams `json:"params"`
+		}
+		if err := json.Unmarshal(data, &req); err != nil {
+			continue
+		}
+		got, ok := DecodeConnectParams(obj["params"])
+		if !ok {
+			t.Errorf("fast path refused a plain frame: %s", data)
+			continue
+		}
+		fast++
+		if !reflect.DeepEqual(got, req.Params) {
+			t.Errorf("differs for %s:\n%#v\n%#v", data, got, req.Params)
+		}
+	}
+	if fast < 3 {
+		t.Fatalf("only %d frames took the fast path", fast)
+	}
+	for _, params := range []string{
+		`{"minProtocol":4.0,"maxProtocol":4,"client":{"id":"cli","version":"1","platform":"p","mode":"cli"}}`,
+		`{"minProtocol":4,"maxProtocol":1e1,"client":{"id":"cli","version":"1","platform":"p","mode":"cli"}}`,
+		`{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"1","platform":"p","mode":"cli"},"role":null}`,
+		`{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"1","platform":"p","mode":"cli"},"extra":1}`,
+		`{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"1","platform":"p","mode":"cli"},"permissions":{"a":1}}`,
+		`{"minProtocol":4,"maxProtocol":99999999999999999999,"client":{"id":"cli","version":"1","platform":"p","mode":"cli"}}`,
+	} {
+		v, err := ParseStrict([]byte(params))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := DecodeConnectParams(v); ok {
+			t.Errorf("fast path took %s", params)
+		}
+	}
+}
+
+// BenchmarkDecodeConnectParams compares the fast path with json.Unmarshal
+// of the same frame (what parseConnect did before).
+func BenchmarkDecodeConnectParams(b *testing.B) {
+	data := []byte(benchConnectFrame)
+	v, err := ParseStrict(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	params := v.(map[string]any)["params"]
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := DecodeConnectParams(params); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
+	b.Run("unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var req struct {
+				Params ConnectParams `json:"params"`
+			}
+			if err := json.Unmarshal(data, &req); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }
 
 // BenchmarkParseStrict parses a real connect frame (the CLI's, from the
 // transcripts).
 func BenchmarkParseStrict(b *testing.B) {
-	frame := []byte(`{"type":"req","id":"1:34f9714a-49e7-4ee5-8132-d2f2618e8cf2","method":"connect","params":{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"2026.9.6","platform":"linux","deviceFamily":"Linux","mode":"cli","instanceId":"fcff68ec-85ae-4a51-a704-067d625307bf"},"caps":[],"auth":{"token":"0123456789abcdef0123456789abcdef0123456789a"},"role":"operator","scopes":["operator.read"],"device":{"id":"28f4a0ed371d63c7e1c979be5c042abb34c0f72e068044c64eb91d7cec3acaa0","publicKey":"jRceNMCtcEkwXyqyaQy0-jJWtqG7ALWcasPGYQrxnZo","signature":"-eGNrIz4z3b59NGXlt-UoArXYBsYWj5E8f-b_C6ofC1p1TP0_atuabcB3o01ghWv4agxOJRbREh7Gs06r3lkAw","signedAt":1795733542031,"nonce":"03e293f1-7d9d-4ca5-a895-58d5b42292ae"}}}`)
+	frame := []byte(benchConnectFrame)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		if _, err := ParseStrict(frame); err != nil {
@@ -121,3 +215,6 @@ func BenchmarkParseStrict(b *testing.B) {
 		}
 	}
 }
+
+// benchConnectFrame is the CLI's connect frame from the transcripts.
+const benchConnectFrame = `{"type":"req","id":"1:34f9714a-49e7-4ee5-8132-d2f2618e8cf2","method":"connect","params":{"minProtocol":4,"maxProtocol":4,"client":{"id":"cli","version":"2026.9.6","platform":"linux","deviceFamily":"Linux","mode":"cli","instanceId":"fcff68ec-85ae-4a51-a704-067d625307bf"},"caps":[],"auth":{"token":"0123456789abcdef0123456789abcdef0123456789a"},"role":"operator","scopes":["operator.read"],"device":{"id":"28f4a0ed371d63c7e1c979be5c042abb34c0f72e068044c64eb91d7cec3acaa0","publicKey":"jRceNMCtcEkwXyqyaQy0-jJWtqG7ALWcasPGYQrxnZo","signature":"-eGNrIz4z3b59NGXlt-UoArXYBsYWj5E8f-b_C6ofC1p1TP0_atuabcB3o01ghWv4agxOJRbREh7Gs06r3lkAw","signedAt":1795733542031,"nonce":"03e293f1-7d9d-4ca5-a895-58d5b42292ae"}}}`
