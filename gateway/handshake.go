@@ -107,14 +107,20 @@ func (c *Conn) parseConnect(data []byte) (*connectAttempt, bool) {
 		c.fail(id, protocol.InvalidRequest("invalid connect params: "+err.Error()))
 		return nil, false
 	}
-	var req struct {
-		Params protocol.ConnectParams `json:"params"`
+	// The usual connect converts from the parsed value; anything unusual
+	// goes through encoding/json, whose errors are the ones clients see.
+	cp, fast := protocol.DecodeConnectParams(params)
+	if !fast {
+		var req struct {
+			Params protocol.ConnectParams `json:"params"`
+		}
+		if err := json.Unmarshal(data, &req); err != nil {
+			c.fail(id, protocol.InvalidRequest("invalid connect params: "+err.Error()))
+			return nil, false
+		}
+		cp = req.Params
 	}
-	if err := json.Unmarshal(data, &req); err != nil {
-		c.fail(id, protocol.InvalidRequest("invalid connect params: "+err.Error()))
-		return nil, false
-	}
-	a := &connectAttempt{reqID: id, params: req.Params, role: req.Params.ResolvedRole()}
+	a := &connectAttempt{reqID: id, params: cp, role: cp.ResolvedRole()}
 	if err := authn.ValidateClaims(a.claims()); err != nil {
 		c.fail(id, protocol.InvalidRequest("invalid connect params: "+err.Error()))
 		return nil, false
@@ -451,7 +457,14 @@ func (c *Conn) accept(a *connectAttempt) {
 	c.srv.metrics.handshakesOK.Add(1)
 	register := c.srv.nodeConnecting(c, p) // nodes.go: a role-node surface, reconciled before hello-ok
 	hello := c.srv.hello(c, sess, a)
-	register(func() { c.send(protocol.OKResponse(a.reqID, hello)) })
+	frame, err := helloFrame(a.reqID, &hello, c.srv.featuresJSON())
+	register(func() {
+		if err != nil {
+			c.log.Error("encode hello-ok", "err", err)
+			return
+		}
+		c.enqueue(frame)
+	})
 	c.log.Info("connected", "client", p.Client.ID, "mode", p.Client.Mode, "role", a.role,
 		"auth", a.method, "device", shortID(sess.DeviceID))
 }
