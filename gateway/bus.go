@@ -267,14 +267,14 @@ func (s *Server) pingAll() {
 	}
 }
 
-// hello builds the hello-ok payload for a new session.
+// hello builds the hello-ok payload for a new session, without features
+// (helloFrame adds the encoded list, hello.go).
 func (s *Server) hello(c *Conn, sess *Session, a *connectAttempt) protocol.HelloOK {
 	presence, sv := s.bus.presenceList()
 	h := protocol.HelloOK{
 		Type:     "hello-ok",
 		Protocol: sess.Protocol,
 		Server:   protocol.ServerInfo{Version: s.opts.Version, BootID: s.bootID, ConnID: c.id},
-		Features: protocol.Features{Methods: s.methodNames(), Events: s.implementedEvents()},
 		Snapshot: protocol.Snapshot{
 			Presence: presence, Health: s.healthSummary(), StateVersion: sv,
 			UptimeMs: s.uptime().Milliseconds(),

@@ -140,6 +140,7 @@ type Server struct {
 	contract *protocol.Contract
 	methods  map[string]*method
 	upgrader websocket.Upgrader
+	features atomic.Pointer[featuresCache] // hello-ok's encoded features (hello.go)
 	started  time.Time
 	bootID   string
 	host     string
