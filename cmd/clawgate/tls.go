@@ -248,8 +248,13 @@ func (lp *listenPlan) listen() ([]gateway.Listener, error) {
 	}, nil
 }
 
+// listenTCP listens without TCP keep-alive probes on accepted sockets: the
+// gateway's own tick and ping with a read deadline of two tick intervals
+// already find dead peers, and leaving them off saves four setsockopt
+// calls per accepted connection.
 func listenTCP(addr netip.AddrPort) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr.String())
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", addr.String())
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("gateway: %s is already in use (another clawgate or OpenClaw gateway running?)", addr)
