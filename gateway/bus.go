@@ -177,8 +177,7 @@ func (s *Server) onConnected(c *Conn) {
 	if sess.Client.Mode == protocol.ModeCLI {
 		return
 	}
-	key := presenceKey(c, sess)
-	sess.PresenceKey = key
+	key := sess.PresenceKey // set before the session was published (accept)
 	b := &s.bus
 	b.mu.Lock()
 	if _, exists := b.presence[key]; !exists && len(b.presence) >= maxPresence {

@@ -453,6 +453,11 @@ func (c *Conn) accept(a *connectAttempt) {
 	if a.device != nil {
 		sess.DeviceID = a.device.ID
 	}
+	if p.Client.Mode != protocol.ModeCLI {
+		// Set before the session is published: other connections'
+		// onDisconnected read it without a lock.
+		sess.PresenceKey = presenceKey(c, sess)
+	}
 	c.sess.Store(sess)
 	c.srv.metrics.handshakesOK.Add(1)
 	register := c.srv.nodeConnecting(c, p) // nodes.go: a role-node surface, reconciled before hello-ok
