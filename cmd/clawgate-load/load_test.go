@@ -192,6 +192,8 @@ func TestWrongTokenFails(t *testing.T) {
 // CPU this test burns (the kernel samples it per 10 ms tick, so only
 // roughly).
 func TestProcCPU(t *testing.T) {
+	runtime.LockOSThread() // threadCPU reads this OS thread's clock
+	defer runtime.UnlockOSThread()
 	before, err := procCPU(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
