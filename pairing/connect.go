@@ -77,7 +77,8 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 		if errors.Is(err, ErrTooManyPending) {
 			// A refusal, not a failure: nothing but the purge of expired
 			// requests was written, and returning nil keeps a flood of
-			// refused connects from rolling back the commit they share.
+			// refused connects from rolling back the commit they share
+			// (a transaction that wrote nothing is not committed).
 			tooMany = true
 			return nil
 		}

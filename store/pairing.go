@@ -122,7 +122,8 @@ type PairingTx interface {
 // fsynced; an error from fn is returned to that caller alone, with
 // everything that call wrote rolled back, and never fails another caller;
 // a failed commit fails every caller of that transaction and keeps none of
-// their writes. The price is that fn may be called more than once: when
+// their writes; a transaction in which no fn wrote anything is not
+// committed at all (no fsync). The price is that fn may be called more than once: when
 // another fn in the shared transaction fails, the transaction is rolled back
 // and the others run again. So fn must be a pure read-check-write over tx:
 // it sets its results afresh on every call and has no other side effects,

@@ -26,8 +26,12 @@ type groupCommit struct {
 	queue []*groupCall
 }
 
+// groupFn is one caller's part of a shared transaction; it sets *wrote when
+// it writes anything.
+type groupFn func(tx *bbolt.Tx, wrote *bool) error
+
 type groupCall struct {
-	fn   func(*bbolt.Tx) error
+	fn   groupFn
 	done chan error // capacity 1: the call's result, or errRunAlone
 }
 
@@ -43,7 +47,7 @@ var errRunAlone = errors.New("store/bolt: run alone")
 // groupUpdate runs fn in a write transaction that may be shared with concurrent
 // callers, committed and fsynced before it returns. See
 // store.PairingStore.BatchPairing for the contract fn must meet.
-func (d *DB) groupUpdate(fn func(*bbolt.Tx) error) error {
+func (d *DB) groupUpdate(fn groupFn) error {
 	g := d.groups
 	c := &groupCall{fn: fn, done: make(chan error, 1)}
 	g.mu.Lock()
@@ -68,7 +72,31 @@ func (d *DB) groupUpdate(fn func(*bbolt.Tx) error) error {
 		<-g.slot
 	}
 	if errors.Is(err, errRunAlone) {
-		return d.bolt.Update(fn)
+		return d.updateIfWritten(fn)
+	}
+	return err
+}
+
+// errNoWrites rolls back a transaction in which nothing was written: the
+// same state a commit would leave, without the commit's fsyncs (a flood of
+// refused connects costs no disk flushes).
+var errNoWrites = errors.New("store/bolt: nothing written")
+
+// updateIfWritten runs fn in a write transaction, committed when fn wrote
+// something and returned nil, rolled back otherwise.
+func (d *DB) updateIfWritten(fn groupFn) error {
+	err := d.bolt.Update(func(tx *bbolt.Tx) error {
+		wrote := false
+		if err := fn(tx, &wrote); err != nil {
+			return err
+		}
+		if !wrote {
+			return errNoWrites
+		}
+		return nil
+	})
+	if errors.Is(err, errNoWrites) {
+		return nil
 	}
 	return err
 }
@@ -91,9 +119,9 @@ func (d *DB) runGroup(calls []*groupCall) {
 	for len(calls) > 0 {
 		failed := -1
 		var fnErr error
-		err := d.bolt.Update(func(tx *bbolt.Tx) error {
+		err := d.updateIfWritten(func(tx *bbolt.Tx, wrote *bool) error {
 			for i, c := range calls {
-				if fnErr = safeCall(c.fn, tx); fnErr != nil {
+				if fnErr = safeCall(c.fn, tx, wrote); fnErr != nil {
 					failed = i
 					return fnErr
 				}
@@ -121,11 +149,11 @@ type panicked struct{ v any }
 
 func (p panicked) Error() string { return fmt.Sprintf("panic: %v", p.v) }
 
-func safeCall(fn func(*bbolt.Tx) error, tx *bbolt.Tx) (err error) {
+func safeCall(fn groupFn, tx *bbolt.Tx, wrote *bool) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = panicked{v}
 		}
 	}()
-	return fn(tx)
+	return fn(tx, wrote)
 }

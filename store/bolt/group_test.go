@@ -307,7 +307,9 @@ func TestBatchPairingMoreThanOneGroup(t *testing.T) {
 	db.groups.mu.Lock()
 	for i := range queued {
 		p := &putter{i: i}
-		queued[i] = &groupCall{fn: func(tx *bbolt.Tx) error { return p.fn(pairingTx{tx: tx, path: db.path}) }, done: make(chan error, 1)}
+		queued[i] = &groupCall{fn: func(tx *bbolt.Tx, wrote *bool) error {
+			return p.fn(pairingTx{tx: tx, path: db.path, wrote: wrote})
+		}, done: make(chan error, 1)}
 	}
 	db.groups.queue = append(db.groups.queue, queued...)
 	db.groups.mu.Unlock()
@@ -335,5 +337,36 @@ func TestBatchPairingMoreThanOneGroup(t *testing.T) {
 		return err
 	}); err != nil || got != n+2 {
 		t.Fatalf("%d devices stored, %v; want %d", got, err, n+2)
+	}
+}
+
+// TestBatchPairingWithoutWritesSkipsCommit: a transaction in which no call
+// wrote is rolled back instead of committed (no fsync); one write commits.
+func TestBatchPairingWithoutWritesSkipsCommit(t *testing.T) {
+	db := mustOpen(t, statePath(t))
+	txid := func() int {
+		var id int
+		_ = db.bolt.View(func(tx *bbolt.Tx) error { id = tx.ID(); return nil })
+		return id
+	}
+	before := txid()
+	err := db.BatchPairing(func(tx store.PairingTx) error {
+		_, err := tx.Device(testDevice(1).DeviceID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil || txid() != before {
+		t.Fatalf("read-only BatchPairing = %v, transaction id %d → %d; want no commit", err, before, txid())
+	}
+	if err := db.BatchPairing(func(tx store.PairingTx) error { return tx.PutDevice(testDevice(1)) }); err != nil {
+		t.Fatal(err)
+	}
+	if txid() != before+1 {
+		t.Fatalf("writing BatchPairing: transaction id %d → %d; want one commit", before, txid())
+	}
+	if _, err := getDevice(db, testDevice(1).DeviceID); err != nil {
+		t.Fatal(err)
 	}
 }

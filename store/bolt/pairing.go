@@ -28,13 +28,22 @@ func (d *DB) UpdatePairing(fn func(store.PairingTx) error) error {
 // after fn's writes are committed and fsynced, or fn's error with its
 // writes rolled back.
 func (d *DB) BatchPairing(fn func(store.PairingTx) error) error {
-	return mapErr(d.groupUpdate(func(tx *bbolt.Tx) error { return fn(pairingTx{tx: tx, path: d.path}) }))
+	return mapErr(d.groupUpdate(func(tx *bbolt.Tx, wrote *bool) error {
+		return fn(pairingTx{tx: tx, path: d.path, wrote: wrote})
+	}))
 }
 
 // pairingTx implements store.PairingTx over the pairing buckets.
 type pairingTx struct {
-	tx   *bbolt.Tx
-	path string
+	tx    *bbolt.Tx
+	path  string
+	wrote *bool // set on every write when non-nil (BatchPairing)
+}
+
+func (p pairingTx) noteWrite() {
+	if p.wrote != nil {
+		*p.wrote = true
+	}
 }
 
 var _ store.PairingTx = pairingTx{}
@@ -81,6 +90,7 @@ func (p pairingTx) put(bucket []byte, key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("store/bolt: encode %s: %w", bucket, err)
 	}
+	p.noteWrite()
 	return mapErr(b.Put([]byte(key), raw))
 }
 
@@ -95,6 +105,7 @@ func (p pairingTx) del(bucket []byte, key string) error {
 	if key == "" || len(key) > maxKeyLen {
 		return nil // cannot exist
 	}
+	p.noteWrite()
 	return mapErr(b.Delete([]byte(key)))
 }
 
