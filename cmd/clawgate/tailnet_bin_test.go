@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,19 +84,22 @@ func (g *tailnetBinary) token(t testing.TB) string {
 }
 
 // rssBytes reads the process's resident set size.
-func (g *tailnetBinary) rssBytes(t testing.TB) int64 {
+func (g *tailnetBinary) rssBytes(t testing.TB) int64 { return g.procStatus(t, "VmRSS") }
+
+// procStatus reads a kB field of /proc/PID/status, in bytes.
+func (g *tailnetBinary) procStatus(t testing.TB, field string) int64 {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(g.cmd.Process.Pid) + "/status")
 	if err != nil {
 		t.Skipf("no /proc: %v", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb * 1024
 		}
 	}
-	t.Fatal("no VmRSS")
+	t.Fatalf("no %s in /proc/PID/status", field)
 	return 0
 }
 
@@ -181,55 +186,170 @@ func TestTailnetBinary(t *testing.T) {
 	}
 }
 
-// BenchmarkTailnetStartup: wall time from starting the binary with
-// --tailnet (fresh state, offline control, auth key) until a peer's
-// WebSocket handshake over the tailnet is answered, and the binary's RSS
-// then; beside the same binary without --tailnet (start to loopback
-// /healthz, RSS after 1 s).
-func BenchmarkTailnetStartup(b *testing.B) {
-	tn := tsnodetest.New(b, tsnodetest.Options{})
-	phone := tn.NewPeer(b, tsnodetest.PeerOptions{Hostname: "phone"})
-	var total time.Duration
-	var rss int64
-	for i := 0; i < b.N; i++ {
-		state := filepath.Join(b.TempDir(), "state")
-		host := "gw" + strconv.Itoa(i)
-		g := startTailnetBinary(b, state, map[string]any{"version": 1, "tailnet": map[string]any{
-			"controlURL": tn.ControlURL(), "hostname": host, "ephemeral": true}}, "--tailnet")
-		_ = g.waitTailnet(b, phone, host)
-		total += time.Since(g.start)
-		time.Sleep(time.Second)
-		rss += g.rssBytes(b)
-		_ = g.cmd.Process.Signal(os.Interrupt)
-		<-g.done
-	}
-	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-to-tailnet-ready")
-	b.ReportMetric(float64(rss)/float64(b.N)/(1<<20), "MiB-RSS-tailnet")
+// procMemory is a running binary's resident set (/proc/PID/status VmRSS,
+// and RssAnon: without the file-backed pages of the executable) and its
+// Go heap as its loopback /metrics reports it.
+type procMemory struct {
+	rss, rssAnon, heapAlloc, goSys float64 // bytes
 }
 
-// BenchmarkTailnetOffRSS is the same binary without --tailnet.
-func BenchmarkTailnetOffRSS(b *testing.B) {
-	var total time.Duration
-	var rss int64
-	for i := 0; i < b.N; i++ {
-		state := filepath.Join(b.TempDir(), "state")
-		g := startTailnetBinary(b, state, map[string]any{"version": 1})
-		for {
-			resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(g.port) + "/healthz")
-			if err == nil {
-				resp.Body.Close()
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		total += time.Since(g.start)
-		time.Sleep(time.Second)
-		rss += g.rssBytes(b)
-		_ = g.cmd.Process.Signal(os.Interrupt)
-		<-g.done
+func readProcMemory(t testing.TB, g *tailnetBinary) procMemory {
+	t.Helper()
+	m := procMemory{rss: float64(g.rssBytes(t)), rssAnon: float64(g.procStatus(t, "RssAnon"))}
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(g.port) + "/metrics")
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
 	}
-	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-to-loopback-ready")
-	b.ReportMetric(float64(rss)/float64(b.N)/(1<<20), "MiB-RSS-no-tailnet")
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "go_memstats_heap_alloc_bytes":
+			m.heapAlloc = f
+		case "go_memstats_sys_bytes":
+			m.goSys = f
+		}
+	}
+	if m.heapAlloc == 0 || m.goSys == 0 {
+		t.Fatalf("/metrics has no Go memory figures (HTTP %d)", resp.StatusCode)
+	}
+	return m
+}
+
+// waitLoopback waits until the binary answers /healthz on loopback.
+func (g *tailnetBinary) waitLoopback(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(g.port) + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no /healthz: %v\n%s", err, g.out.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitLog waits until the binary's output contains s.
+func (g *tailnetBinary) waitLog(t testing.TB, s string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(g.out.String(), s) {
+		select {
+		case <-g.done:
+			t.Fatalf("gateway exited before %q:\n%s", s, g.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the gateway's output:\n%s", s, g.out.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (g *tailnetBinary) stop() {
+	_ = g.cmd.Process.Signal(os.Interrupt)
+	<-g.done
+}
+
+func tnMedian(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// tailnetIdle is how long a freshly started binary idles before its
+// memory is read.
+const tailnetIdle = 2 * time.Second
+
+// BenchmarkTailnetStartupMemory starts the real binary b.N times with
+// --tailnet (fresh state, ephemeral node, offline control server) and b.N
+// times without, interleaved, and reports medians:
+//
+//   - on-ms-to-loopback, off-ms-to-loopback: exec to /healthz on loopback;
+//   - on-ms-to-tailnet-up: exec to the "tailnet node up" log line (the
+//     node is Running and its tailnet listener accepts);
+//   - on-ms-to-peer-handshake: exec to the first WebSocket handshake a
+//     tailnet peer gets answered by MagicDNS name (the peer first has to
+//     learn the new node from control);
+//   - MiB RSS (VmRSS, and RssAnon) and Go heap (HeapAlloc, and Go's Sys) after
+//     tailnetIdle of idling, on and off, and their ratios.
+func BenchmarkTailnetStartupMemory(b *testing.B) {
+	tn := tsnodetest.New(b, tsnodetest.Options{})
+	phone := tn.NewPeer(b, tsnodetest.PeerOptions{Hostname: "phone"})
+	var onLoop, offLoop, up, peer []float64
+	var on, off []procMemory
+	ms := func(since time.Time) float64 { return float64(time.Since(since).Microseconds()) / 1000 }
+	for i := 0; i < b.N; i++ {
+		// Alternate which variant goes first, so drift in the machine's
+		// load does not favour one.
+		for j := 0; j < 2; j++ {
+			state := filepath.Join(b.TempDir(), "state")
+			if (i+j)%2 == 0 {
+				host := "gw" + strconv.Itoa(i)
+				g := startTailnetBinary(b, state, map[string]any{"version": 1, "tailnet": map[string]any{
+					"controlURL": tn.ControlURL(), "hostname": host, "ephemeral": true}}, "--tailnet")
+				g.waitLoopback(b)
+				onLoop = append(onLoop, ms(g.start))
+				g.waitLog(b, "tailnet node up")
+				up = append(up, ms(g.start))
+				_ = g.waitTailnet(b, phone, host)
+				peer = append(peer, ms(g.start))
+				time.Sleep(tailnetIdle)
+				on = append(on, readProcMemory(b, g))
+				g.stop()
+			} else {
+				g := startTailnetBinary(b, state, map[string]any{"version": 1})
+				g.waitLoopback(b)
+				offLoop = append(offLoop, ms(g.start))
+				time.Sleep(tailnetIdle)
+				off = append(off, readProcMemory(b, g))
+				g.stop()
+			}
+		}
+	}
+	field := func(ms []procMemory, f func(procMemory) float64) float64 {
+		var xs []float64
+		for _, m := range ms {
+			xs = append(xs, f(m)/(1<<20))
+		}
+		return tnMedian(xs)
+	}
+	rss := func(m procMemory) float64 { return m.rss }
+	anon := func(m procMemory) float64 { return m.rssAnon }
+	heap := func(m procMemory) float64 { return m.heapAlloc }
+	goSys := func(m procMemory) float64 { return m.goSys }
+	b.ReportMetric(tnMedian(onLoop), "on-ms-to-loopback")
+	b.ReportMetric(tnMedian(offLoop), "off-ms-to-loopback")
+	b.ReportMetric(tnMedian(up), "on-ms-to-tailnet-up")
+	b.ReportMetric(tnMedian(peer), "on-ms-to-peer-handshake")
+	b.ReportMetric(field(on, rss), "on-MiB-RSS")
+	b.ReportMetric(field(off, rss), "off-MiB-RSS")
+	b.ReportMetric(field(on, rss)/field(off, rss), "RSS-on/off")
+	b.ReportMetric(field(on, anon), "on-MiB-RssAnon")
+	b.ReportMetric(field(off, anon), "off-MiB-RssAnon")
+	b.ReportMetric(field(on, anon)/field(off, anon), "RssAnon-on/off")
+	b.ReportMetric(field(on, heap), "on-MiB-heap")
+	b.ReportMetric(field(off, heap), "off-MiB-heap")
+	b.ReportMetric(field(on, heap)/field(off, heap), "heap-on/off")
+	b.ReportMetric(field(on, goSys), "on-MiB-gosys")
+	b.ReportMetric(field(off, goSys), "off-MiB-gosys")
 }
 
 // tnPairedRoundTrip is one session of a paired device: dial,
@@ -246,34 +366,46 @@ func tnPairedRoundTrip(b *testing.B, d *tnDevice, url, tok string) {
 }
 
 // BenchmarkTailnetHandshake: a paired device reconnecting (device token,
-// signed challenge, health, close) over the tailnet (tsnet on both ends,
-// userspace WireGuard) and, on the same gateway, over loopback.
+// signed v3 challenge, health, close) to one gateway over the tailnet
+// (a tsnet peer in this process: userspace WireGuard and netstack on both
+// ends) and over loopback, interleaved: every iteration runs one session
+// each way. Reports both rates and tailnet/loopback.
 func BenchmarkTailnetHandshake(b *testing.B) {
 	tn := tsnodetest.New(b, tsnodetest.Options{})
 	phone := tn.NewPeer(b, tsnodetest.PeerOptions{Hostname: "phone"})
 	g := startTailnetGateway(b, tn, config.Tailnet{AllowedLogins: []string{phone.Login}})
 	phone.WaitReach(b, g.ip)
-	for _, bc := range []struct {
-		name string
-		peer *tsnodetest.Peer
-		url  string
-	}{
-		{"tailnet", phone, g.ipURL()},
-		{"loopback", nil, g.loopback},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			d := newTnDevice(b, bc.peer)
-			first, err := d.dial(bc.url, "", nil, protocol.ScopeRead)
-			if err != nil {
-				b.Fatal(err)
-			}
-			tok := first.Hello().Auth.DeviceToken
-			first.Close()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				tnPairedRoundTrip(b, d, bc.url, tok)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
-		})
+	type path struct {
+		d   *tnDevice
+		url string
+		tok string
+		dur time.Duration
 	}
+	paths := []*path{{d: newTnDevice(b, phone), url: g.ipURL()}, {d: newTnDevice(b, nil), url: g.loopback}}
+	for _, p := range paths {
+		// First connect pairs the device (silently on both paths: the
+		// tailnet peer's login is allowlisted, loopback is local) and
+		// yields its device token.
+		first, err := p.d.dial(p.url, "", nil, protocol.ScopeRead)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.tok = first.Hello().Auth.DeviceToken
+		first.Close()
+		tnPairedRoundTrip(b, p.d, p.url, p.tok) // warm
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range paths {
+			p := paths[(i+j)%2]
+			start := time.Now()
+			tnPairedRoundTrip(b, p.d, p.url, p.tok)
+			p.dur += time.Since(start)
+		}
+	}
+	tailnet := float64(b.N) / paths[0].dur.Seconds()
+	loopback := float64(b.N) / paths[1].dur.Seconds()
+	b.ReportMetric(tailnet, "tailnet-handshakes/s")
+	b.ReportMetric(loopback, "loopback-handshakes/s")
+	b.ReportMetric(tailnet/loopback, "tailnet/loopback")
 }
