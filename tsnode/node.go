@@ -14,11 +14,14 @@ import (
 	"sync"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"tailscale.com/client/local"
 	"tailscale.com/envknob"
 	"tailscale.com/ipn"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tsnet"
+	"tailscale.com/wgengine/netstack"
 )
 
 // DefaultHostname is the node name asked of the control server when
@@ -192,6 +195,10 @@ func (n *Node) Start() error {
 	if err := n.srv.Start(); err != nil {
 		return fmt.Errorf("tsnode.Start: %w", err)
 	}
+	if err := n.shortTimeWait(); err != nil {
+		_ = n.srv.Close()
+		return fmt.Errorf("tsnode.Start: %w", err)
+	}
 	lc, err := n.srv.LocalClient()
 	if err != nil {
 		return fmt.Errorf("tsnode.Start: %w", err)
@@ -204,6 +211,38 @@ func (n *Node) Start() error {
 	go func() { defer n.wg.Done(); n.up() }()
 	go func() { defer n.wg.Done(); n.watch() }()
 	go func() { defer n.wg.Done(); n.refresher() }()
+	return nil
+}
+
+// timeWait is how long the node's userspace TCP keeps a closed
+// connection in TIME-WAIT.
+//
+// The gateway closes most sockets first, so the TIME-WAIT state is on its
+// side. gVisor's netstack (60 s by default) silently drops a SYN that
+// reuses the 4-tuple of a connection in TIME-WAIT unless a listening
+// endpoint takes it over, and tsnet's listeners are not gVisor listening
+// endpoints (connections come through netstack's TCP forwarder). A peer
+// that reconnects from a recently used source port (random ports make
+// this likely after a few hundred reconnects a minute) would hang for up
+// to a minute. WireGuard delivers the tunnel in order, so a short
+// TIME-WAIT risks little; with one second a colliding SYN succeeds on its
+// first retransmission.
+const timeWait = time.Second
+
+// shortTimeWait sets timeWait on the node's netstack (after srv.Start).
+func (n *Node) shortTimeWait() error {
+	ns, ok := n.srv.Sys().Netstack.GetOK()
+	if !ok {
+		return errors.New("tsnet has no netstack")
+	}
+	impl, ok := ns.(*netstack.Impl)
+	if !ok {
+		return fmt.Errorf("tsnet netstack is a %T", ns)
+	}
+	opt := tcpip.TCPTimeWaitTimeoutOption(timeWait)
+	if err := impl.SetTransportProtocolOption(tcp.ProtocolNumber, &opt); err != nil {
+		return fmt.Errorf("netstack TIME-WAIT: %v", err)
+	}
 	return nil
 }
 

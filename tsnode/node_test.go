@@ -411,3 +411,67 @@ func TestTailnetStateDir(t *testing.T) {
 		t.Fatal("New without a state dir succeeded")
 	}
 }
+
+// TestTailnetReconnectAfterServerClose: a peer that reconnects many times
+// to sockets the gateway closed first keeps getting through. The
+// gateway's side holds those connections in TIME-WAIT, and tsnet's
+// netstack drops a SYN that reuses a TIME-WAIT 4-tuple. tsnet peers pick
+// random source ports, so within 600 quick reconnects one almost surely
+// (over 95%) reuses a port still in gVisor's default 60 s TIME-WAIT, and
+// that dial hung until the TIME-WAIT ended (seen at the 218th and 399th
+// reconnect before the node shortened it).
+func TestTailnetReconnectAfterServerClose(t *testing.T) {
+	const reconnects = 600
+	tn := tsnodetest.New(t, tsnodetest.Options{})
+	gw := startGW(t, tn, nil)
+	phone := tn.NewPeer(t, tsnodetest.PeerOptions{Hostname: "phone"})
+	gw.waitReady(t)
+	ip := gw.Status().IPs[0]
+	ln, err := gw.Listen(18789)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// Read the peer's byte, then close first: TIME-WAIT is on
+			// the gateway's side, as after a WebSocket close.
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = c.Read(make([]byte, 1))
+			_ = c.Close()
+		}
+	}()
+	defer func() { ln.Close(); <-served }()
+	phone.WaitReach(t, ip)
+	addr := netip.AddrPortFrom(ip, 18789).String()
+	ports := map[string]int{}
+	for i := range reconnects {
+		// A generous bound, far above a dial's usual milliseconds and a
+		// SYN retransmission, far below the 60 s a dropped SYN waits.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		c, err := phone.Dial(ctx, "tcp", addr)
+		cancel()
+		if err != nil {
+			t.Fatalf("reconnect %d of %d: %v (source ports used so far: %d distinct)", i+1, reconnects, err, len(ports))
+		}
+		ports[c.LocalAddr().String()]++
+		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatalf("reconnect %d: write: %v", i+1, err)
+		}
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("reconnect %d: the gateway sent data instead of closing", i+1)
+		}
+		c.Close()
+	}
+	reused := 0
+	for _, n := range ports {
+		reused += n - 1
+	}
+	t.Logf("%d reconnects, %d from a source port used before", reconnects, reused)
+}
