@@ -450,14 +450,24 @@ func TestTailnetReconnectAfterServerClose(t *testing.T) {
 	phone.WaitReach(t, ip)
 	addr := netip.AddrPortFrom(ip, 18789).String()
 	ports := map[string]int{}
+	refused := 0
 	for i := range reconnects {
 		// A generous bound, far above a dial's usual milliseconds and a
 		// SYN retransmission, far below the 60 s a dropped SYN waits.
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		c, err := phone.Dial(ctx, "tcp", addr)
 		cancel()
+		if err != nil && strings.Contains(err.Error(), "refused") && refused < 3 {
+			// A SYN that lands just as the old connection's TIME-WAIT
+			// ends can be answered with a reset (seen once in 20 runs):
+			// the client learns at once and reconnects. Counted and
+			// bounded; a hang is the failure this test is about.
+			refused++
+			t.Logf("reconnect %d: %v", i+1, err)
+			continue
+		}
 		if err != nil {
-			t.Fatalf("reconnect %d of %d: %v (source ports used so far: %d distinct)", i+1, reconnects, err, len(ports))
+			t.Fatalf("reconnect %d of %d: %v (source ports used so far: %d distinct, %d refused)", i+1, reconnects, err, len(ports), refused)
 		}
 		ports[c.LocalAddr().String()]++
 		_ = c.SetDeadline(time.Now().Add(15 * time.Second))
@@ -473,5 +483,5 @@ func TestTailnetReconnectAfterServerClose(t *testing.T) {
 	for _, n := range ports {
 		reused += n - 1
 	}
-	t.Logf("%d reconnects, %d from a source port used before", reconnects, reused)
+	t.Logf("%d reconnects, %d from a source port used before, %d refused", reconnects, reused, refused)
 }
