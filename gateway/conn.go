@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -25,6 +26,7 @@ const writeTimeout = 10 * time.Second
 type Conn struct {
 	srv         *Server
 	ws          *websocket.Conn
+	br          *bufio.Reader // what ws reads from; nil if not ours
 	id          string
 	arrival     Arrival
 	nonce       string
@@ -52,6 +54,12 @@ type Conn struct {
 	readerDone chan struct{}
 	ctx        context.Context // canceled when the connection ends
 	cancel     context.CancelFunc
+	end        func(authed bool) // the reader's last step (runConn)
+
+	// poll is the connection's place in the server's poller, under mu
+	// (fd is set once, before the connection is shared).
+	poll         pollState
+	readDeadline atomic.Int64 // unix ns; the poller wakes a parked conn past it
 
 	unauthorizedStreak int       // touched only by the reader goroutine
 	pingWindow         time.Time // reader goroutine only: ping rate window
@@ -226,7 +234,7 @@ func (c *Conn) writeLoop() {
 				c.closeSent = true // nothing more can be written
 				c.mu.Unlock()
 				c.cancel()
-				_ = c.ws.NetConn().Close()
+				c.closeSocket()
 				return
 			}
 		}
@@ -266,7 +274,7 @@ func (c *Conn) finishClose() {
 		c.sendClose()
 		return
 	}
-	_ = c.ws.NetConn().Close()
+	c.closeSocket()
 }
 
 // writeClose sends the close frame and gives the peer a moment to answer
@@ -278,9 +286,10 @@ func (c *Conn) writeClose(code int, reason string) {
 	deadline := time.Now().Add(time.Second)
 	// The reader sees the peer's answering close frame and returns; the
 	// read deadline bounds that wait for peers that never answer.
-	_ = c.ws.NetConn().SetReadDeadline(deadline)
+	c.setReadDeadline(deadline)
+	c.wake() // a parked connection needs its reader to see the answer
 	<-c.readerDone
-	_ = c.ws.NetConn().Close()
+	c.closeSocket()
 }
 
 // truncateReason keeps a close reason within the 123 bytes RFC 6455 allows,

@@ -101,7 +101,8 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, l Listener
 			peer = p
 		}
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	hw := &hijackReader{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		s.releasePreauth(ip)
 		return // the upgrader already answered
@@ -115,7 +116,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, l Listener
 		UserAgent: r.UserAgent(),
 		Peer:      peer,
 	}
-	s.runConn(ws, arrival, ip)
+	s.runConn(ws, hw.br, arrival, ip)
 }
 
 // handshakeStack is about the stack the handshake needs below

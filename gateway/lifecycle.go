@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,17 +20,21 @@ const maxInflight = 32
 
 // runConn owns a connection from 101 until it is closed. It runs the
 // handshake in the HTTP handler goroutine; once the connection is
-// authenticated it hands the connection to a fresh reader goroutine and
-// returns, so the handler goroutine's grown stack and everything net/http
-// keeps for a hijacked request (its 4 KiB bufio reader and writer, the
-// parsed request) are released while the connection stays open. An idle
-// authenticated connection then costs two small goroutines and its
-// WebSocket state. The reader is still the connection's only reader.
-func (s *Server) runConn(ws *websocket.Conn, arrival Arrival, ip string) {
+// authenticated the handler goroutine returns, so its grown stack and
+// everything net/http keeps for a hijacked request (its 4 KiB bufio reader
+// and writer, the parsed request) are released while the connection stays
+// open. Where the socket can be polled (poll_linux.go), an idle
+// authenticated connection then holds no goroutine at all: the poller
+// starts a reader when bytes arrive and the reader parks the connection
+// again once everything received is handled. Elsewhere a reader goroutine
+// per connection waits in read. Either way one reader at a time.
+// br is the buffered reader the WebSocket reads from (see hijackReader).
+func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, ip string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
 		srv:        s,
 		ws:         ws,
+		br:         br,
 		id:         newUUID(),
 		arrival:    arrival,
 		nonce:      newUUID(),
@@ -37,6 +42,10 @@ func (s *Server) runConn(ws *websocket.Conn, arrival Arrival, ip string) {
 		ctx:        ctx,
 		cancel:     cancel,
 		inflight:   make(chan struct{}, maxInflight),
+	}
+	c.poll.fd = -1
+	if s.poll.Load() != nil && br != nil {
+		c.poll.fd = int32(connFD(ws.NetConn()))
 	}
 	c.log = s.log.With("conn", c.id[:8], "remote", arrival.Remote.String(), "listener", arrival.Path.String())
 	if !s.addConn(c) {
@@ -56,6 +65,7 @@ func (s *Server) runConn(ws *websocket.Conn, arrival Arrival, ip string) {
 		}
 		s.removeConn(c)
 	}
+	c.end = end
 
 	ws.SetReadLimit(protocol.MaxPreauthPayload)
 	ws.SetPingHandler(c.onPing)
@@ -74,21 +84,40 @@ func (s *Server) runConn(ws *websocket.Conn, arrival Arrival, ip string) {
 	c.armReadDeadline()
 	ws.SetPongHandler(func(string) error { c.armReadDeadline(); return nil })
 	s.onConnected(c)
-	s.wg.Add(1)
+	if c.buffered() || !c.park() {
+		c.startReader()
+	}
+}
+
+// startReader runs the connection's reader on a fresh goroutine. The caller
+// has made it the only reader (the handshake is over, or it took the
+// connection out of the poller).
+func (c *Conn) startReader() {
+	c.srv.wg.Add(1)
 	go func() {
-		defer s.wg.Done()
-		defer end(true)
-		defer s.onDisconnected(c)
+		defer c.srv.wg.Done()
 		c.readLoop()
 	}()
 }
+
+// buffered reports whether bytes received are waiting in the connection's
+// read buffer, which the poller cannot see.
+func (c *Conn) buffered() bool { return c.br != nil && c.br.Buffered() > 0 }
 
 // armReadDeadline allows two tick intervals of silence (plus a slack of
 // half a tick, at most 5 s) before an authenticated peer is considered
 // gone; any frame or pong re-arms it.
 func (c *Conn) armReadDeadline() {
 	tick := c.srv.opts.TickInterval
-	_ = c.ws.SetReadDeadline(time.Now().Add(2*tick + min(tick/2, 5*time.Second)))
+	c.setReadDeadline(time.Now().Add(2*tick + min(tick/2, 5*time.Second)))
+}
+
+// setReadDeadline sets the socket's read deadline and records it for the
+// poller, which wakes a parked connection whose deadline has passed so its
+// reader sees the timeout.
+func (c *Conn) setReadDeadline(t time.Time) {
+	c.readDeadline.Store(t.UnixNano())
+	_ = c.ws.NetConn().SetReadDeadline(t)
 }
 
 // maxPingsPerSecond bounds the pings a peer may send. Clients ping every
@@ -181,19 +210,31 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// readLoop handles frames after the handshake until the connection ends.
+// readLoop handles frames after the handshake until the connection ends
+// or, for a polled connection, until everything received has been handled
+// and the connection is parked in the poller again.
 func (c *Conn) readLoop() {
 	for {
+		if c.poll.fd >= 0 && c.readControl() {
+			if !c.buffered() && c.park() {
+				return
+			}
+			continue
+		}
 		data, ok := c.readFrame()
 		if !ok {
 			c.drain()
+			c.srv.onDisconnected(c)
+			c.end(true)
 			return
 		}
 		c.armReadDeadline()
-		if c.isClosing() {
-			continue
+		if !c.isClosing() {
+			c.handleFrame(data)
 		}
-		c.handleFrame(data)
+		if c.poll.fd >= 0 && !c.buffered() && c.park() {
+			return
+		}
 	}
 }
 

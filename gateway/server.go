@@ -155,7 +155,8 @@ type Server struct {
 	agents  *agentRuns // agent runs and chat sessions (agent.go)
 	nodes   *nodeHub   // node registry, exec approvals, setup codes (nodes.go)
 	metrics metrics
-	wg      sync.WaitGroup // connection and background goroutines
+	wg      sync.WaitGroup         // connection and background goroutines
+	poll    atomic.Pointer[poller] // idle sockets (poll_linux.go); nil: a goroutine each
 
 	auto *automation // cron and heartbeats (cron.go, heartbeat.go)
 }
@@ -192,7 +193,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  10 * time.Second,
-		ReadBufferSize:    1024,
+		ReadBufferSize:    0, // the hijacked reader is used (hijackReader)
 		WriteBufferSize:   1024,
 		WriteBufferPool:   &sync.Pool{},
 		EnableCompression: false,
@@ -214,6 +215,7 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	if len(listeners) == 0 {
 		return errors.New("gateway.Serve: no listeners")
 	}
+	s.poll.Store(newPoller(s))
 	servers := make([]*http.Server, 0, len(listeners))
 	errc := make(chan error, len(listeners))
 	for _, l := range listeners {
@@ -245,6 +247,9 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	stopAgents() // runs end as aborted and are recorded before sockets close
 	stopChannels()
 	s.shutdown(servers)
+	if p := s.poll.Load(); p != nil {
+		p.close() // every connection has ended
+	}
 	stopBg()
 	s.wg.Wait()
 	return serveErr
@@ -282,7 +287,7 @@ func (s *Server) shutdown(servers []*http.Server) {
 	case <-time.After(5 * time.Second):
 		s.log.Warn("connections still open after 5s; dropping them")
 		for _, c := range s.snapshotConns() {
-			_ = c.ws.NetConn().Close()
+			c.closeSocket()
 		}
 		s.waitConns()
 	}
