@@ -54,7 +54,6 @@ type Conn struct {
 	readerDone chan struct{}
 	ctx        context.Context // canceled when the connection ends
 	cancel     context.CancelFunc
-	end        func(authed bool) // the reader's last step (runConn)
 
 	// poll is the connection's place in the server's poller, under mu
 	// (fd is set once, before the connection is shared).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"time"
 	"unicode/utf8"
@@ -47,7 +48,7 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, 
 	if s.poll.Load() != nil && br != nil {
 		c.poll.fd = int32(connFD(ws.NetConn()))
 	}
-	c.log = s.log.With("conn", c.id[:8], "remote", arrival.Remote.String(), "listener", arrival.Path.String())
+	c.log = slog.New(connLogHandler{s.log.Handler(), c})
 	if !s.addConn(c) {
 		cancel()
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseServiceRestart, "service restart"), time.Now().Add(time.Second))
@@ -55,18 +56,6 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, 
 		s.releasePreauth(ip)
 		return
 	}
-	// end runs once the reader is done, on whichever goroutine read last.
-	end := func(authed bool) {
-		close(c.readerDone)
-		cancel()
-		c.finishClose()
-		if !authed {
-			s.releasePreauth(ip)
-		}
-		s.removeConn(c)
-	}
-	c.end = end
-
 	ws.SetReadLimit(protocol.MaxPreauthPayload)
 	ws.SetPingHandler(c.onPing)
 	_ = ws.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
@@ -76,10 +65,11 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, 
 
 	if !c.handshake() {
 		c.drain()
-		end(false)
+		c.end(ip)
 		return
 	}
 	s.releasePreauth(ip)
+	c.nonce = "" // only the handshake needed it
 	ws.SetReadLimit(protocol.MaxPayload)
 	c.armReadDeadline()
 	ws.SetPongHandler(func(string) error { c.armReadDeadline(); return nil })
@@ -87,6 +77,40 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, 
 	if c.buffered() || !c.park() {
 		c.startReader()
 	}
+}
+
+// end is the reader's last step, on whichever goroutine read last: it
+// finishes the close, releases the pre-auth slot of an unauthenticated
+// connection (preauthIP) and forgets the connection.
+func (c *Conn) end(preauthIP string) {
+	close(c.readerDone)
+	c.cancel()
+	c.finishClose()
+	if preauthIP != "" {
+		c.srv.releasePreauth(preauthIP)
+	}
+	c.srv.removeConn(c)
+}
+
+// connLogHandler adds a connection's attributes to each record it logs,
+// so an idle connection keeps no handler with preformatted attributes.
+type connLogHandler struct {
+	slog.Handler
+	c *Conn
+}
+
+func (h connLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	r.AddAttrs(slog.String("conn", h.c.id[:8]), slog.String("remote", h.c.arrival.Remote.String()),
+		slog.String("listener", h.c.arrival.Path.String()))
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h connLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return connLogHandler{h.Handler.WithAttrs(as), h.c}
+}
+
+func (h connLogHandler) WithGroup(name string) slog.Handler {
+	return connLogHandler{h.Handler.WithGroup(name), h.c}
 }
 
 // startReader runs the connection's reader on a fresh goroutine. The caller
@@ -225,7 +249,7 @@ func (c *Conn) readLoop() {
 		if !ok {
 			c.drain()
 			c.srv.onDisconnected(c)
-			c.end(true)
+			c.end("")
 			return
 		}
 		c.armReadDeadline()
