@@ -46,14 +46,14 @@ type Conn struct {
 	// The writer goroutine runs only while there is something to send:
 	// signal starts it, it exits once the queue is empty, so an idle
 	// connection holds no writer stack. At most one runs at a time.
-	writing    bool
-	pingDue    bool // the tick asked for a ping; the writer sends it
-	noWriter   bool // the reader has ended; end() finishes the close
-	closeSent  bool // the close frame went out (or the socket was closed)
-	writers    sync.WaitGroup
-	readerDone chan struct{}
-	ctx        context.Context // canceled when the connection ends
-	cancel     context.CancelFunc
+	writing   bool
+	pingDue   bool // the tick asked for a ping; the writer sends it
+	noWriter  bool // the reader has ended; end() finishes the close
+	closeSent bool // the close frame went out (or the socket was closed)
+	writers   sync.WaitGroup
+	reading   sync.WaitGroup  // done when the reader has ended
+	ctx       context.Context // canceled when the connection ends
+	cancel    context.CancelFunc
 
 	// poll is the connection's place in the server's poller, under mu
 	// (fd is set once, before the connection is shared).
@@ -63,7 +63,7 @@ type Conn struct {
 	unauthorizedStreak int       // touched only by the reader goroutine
 	pingWindow         time.Time // reader goroutine only: ping rate window
 	pings              int
-	inflight           chan struct{}
+	inflight           atomic.Int32 // async requests running (maxInflight)
 }
 
 // Arrival is what the listener knew about a connection at accept time. It
@@ -287,7 +287,7 @@ func (c *Conn) writeClose(code int, reason string) {
 	// read deadline bounds that wait for peers that never answer.
 	c.setReadDeadline(deadline)
 	c.wake() // a parked connection needs its reader to see the answer
-	<-c.readerDone
+	c.reading.Wait()
 	c.closeSocket()
 }
 

@@ -75,9 +75,8 @@ func (s *Server) dispatch(c *Conn, req *protocol.Request, params any) {
 		s.run(c, m, req)
 		return
 	}
-	select {
-	case c.inflight <- struct{}{}:
-	default:
+	if c.inflight.Add(1) > maxInflight {
+		c.inflight.Add(-1)
 		c.send(protocol.ErrResponse(req.ID, &protocol.Error{Code: protocol.ErrUnavailable,
 			Message: "too many requests in flight", Retryable: true, RetryAfterMs: 100}))
 		return
@@ -85,7 +84,7 @@ func (s *Server) dispatch(c *Conn, req *protocol.Request, params any) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		defer func() { <-c.inflight }()
+		defer c.inflight.Add(-1)
 		s.run(c, m, req)
 	}()
 }

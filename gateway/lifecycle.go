@@ -33,17 +33,16 @@ const maxInflight = 32
 func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, ip string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
-		srv:        s,
-		ws:         ws,
-		br:         br,
-		id:         newUUID(),
-		arrival:    arrival,
-		nonce:      newUUID(),
-		readerDone: make(chan struct{}),
-		ctx:        ctx,
-		cancel:     cancel,
-		inflight:   make(chan struct{}, maxInflight),
+		srv:     s,
+		ws:      ws,
+		br:      br,
+		id:      newUUID(),
+		arrival: arrival,
+		nonce:   newUUID(),
+		ctx:     ctx,
+		cancel:  cancel,
 	}
+	c.reading.Add(1)
 	c.poll.fd = -1
 	if s.poll.Load() != nil && br != nil {
 		c.poll.fd = int32(connFD(ws.NetConn()))
@@ -83,7 +82,7 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, 
 // finishes the close, releases the pre-auth slot of an unauthenticated
 // connection (preauthIP) and forgets the connection.
 func (c *Conn) end(preauthIP string) {
-	close(c.readerDone)
+	c.reading.Done()
 	c.cancel()
 	c.finishClose()
 	if preauthIP != "" {
