@@ -237,6 +237,16 @@ func isTimeout(err error) bool {
 // or, for a polled connection, until everything received has been handled
 // and the connection is parked in the poller again.
 func (c *Conn) readLoop() {
+	if c.poll.ready {
+		// Woken by bytes that arrived: allow a short grace to read them
+		// even if the deadline has passed since (unpark).
+		c.poll.ready = false
+		tick := c.srv.opts.TickInterval
+		grace := time.Now().Add(min(tick/2, 5*time.Second))
+		if d := time.Unix(0, c.readDeadline.Load()); d.Before(grace) {
+			c.setReadDeadline(grace)
+		}
+	}
 	for {
 		if c.poll.fd >= 0 && c.readControl() {
 			if !c.buffered() && c.park() {

@@ -22,6 +22,8 @@ type pollState struct {
 	gen        uint32 // arming count; a stale readiness event carries an old one
 	state      uint8
 	registered bool
+	// ready: the reader was started by a readiness event (see unpark).
+	ready bool
 }
 
 const (
@@ -60,14 +62,20 @@ func (c *Conn) park() bool {
 }
 
 // unpark takes a parked connection out of the poller and starts its reader.
-// With checkGen it only does so for the arming gen belongs to.
-func (c *Conn) unpark(gen uint32, checkGen bool) {
+// A readiness event (ready) only does so for the arming gen belongs to.
+// Bytes have then arrived, so the reader gets a short grace to read them
+// even if the deadline passes before it is scheduled (as a reader blocked
+// in read is woken by the bytes, not by the deadline); a silent peer has
+// no readiness event, and a peer that sends less than a frame is still
+// dropped when the grace ends.
+func (c *Conn) unpark(gen uint32, ready bool) {
 	c.mu.Lock()
-	if c.poll.state != pollParked || checkGen && gen != c.poll.gen {
+	if c.poll.state != pollParked || ready && gen != c.poll.gen {
 		c.mu.Unlock()
 		return
 	}
 	c.poll.state = pollReading
+	c.poll.ready = ready
 	c.srv.poll.Load().unparked()
 	c.mu.Unlock()
 	c.startReader()
