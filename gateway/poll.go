@@ -32,12 +32,13 @@ const (
 	pollGone                 // the socket is closed or closing; never armed again
 )
 
-// readBufferSize is the read buffer of every WebSocket connection. gorilla
-// adopts a hijacked reader larger than 256 bytes as its own when the
-// upgrader's ReadBufferSize is 0, so the gateway can see what is buffered
-// (Conn.buffered). A control frame (at most 131 bytes) fits; data frames
-// larger than the buffer are read straight into the message.
-const readBufferSize = 512
+// readBufferSize is the read buffer of every WebSocket connection (a
+// malloc size class just over 256). gorilla adopts a hijacked reader
+// larger than 256 bytes as its own when the upgrader's ReadBufferSize is
+// 0, so the gateway can see what is buffered (Conn.buffered). A control
+// frame (at most 131 bytes) fits; larger reads go straight into the
+// message.
+const readBufferSize = 288
 
 // park hands the connection to the poller: the reader goroutine returns
 // and the next readiness event starts a new one. It returns false, and the
