@@ -156,6 +156,9 @@ func TestMetricsCount(t *testing.T) {
 		t.Fatalf("wrong token: %v", f)
 	}
 	g.dialClient(t, nil) // stays open
+	// The closed connections leave the set once their reader has seen the
+	// close; that happens after the client has its answer.
+	waitFor(t, "closed connections gone", func() bool { return g.srv.ConnCount() == 1 })
 	_, body, _ := getMetrics(t, g.addr, nil)
 	m := parseProm(t, body)
 	for series, want := range map[string]float64{
