@@ -28,6 +28,11 @@ type bus struct {
 	// leaves into one presence event per presenceWindow: connection churn
 	// then costs O(connections) per window, not per connect.
 	presenceKick chan struct{}
+
+	// flushMu orders presence broadcasts; presenceSent is the presence
+	// version the last one carried (under mu). A version is sent once.
+	flushMu      sync.Mutex
+	presenceSent uint64
 }
 
 // presenceWindow is how long presence changes are gathered before one
@@ -38,6 +43,7 @@ func (b *bus) init(s *Server) {
 	b.srv = s
 	b.presence = make(map[string]protocol.PresenceEntry)
 	b.version = protocol.StateVersion{Presence: 1, Health: 1}
+	b.presenceSent = b.version.Presence // the table hello-ok snapshots
 	b.presenceKick = make(chan struct{}, 1)
 }
 
@@ -63,11 +69,26 @@ func (b *bus) presenceLoop(ctx context.Context) {
 			return
 		case <-time.After(presenceWindow):
 		}
-		b.mu.Lock()
-		list, sv := b.presenceListLocked(), b.version
-		b.mu.Unlock()
-		b.broadcast(protocol.EventPresence, protocol.PresencePayload{Presence: list}, &sv, nil)
+		b.flushPresence()
 	}
+}
+
+// flushPresence broadcasts the presence table unless its version was sent
+// already. A change made during a window both lands in that window's event
+// and leaves a kick behind; that next window has nothing new and must not
+// repeat the version, which clients take as the order of presence states.
+func (b *bus) flushPresence() {
+	b.flushMu.Lock()
+	defer b.flushMu.Unlock()
+	b.mu.Lock()
+	if b.version.Presence == b.presenceSent {
+		b.mu.Unlock()
+		return
+	}
+	list, sv := b.presenceListLocked(), b.version
+	b.presenceSent = sv.Presence
+	b.mu.Unlock()
+	b.broadcast(protocol.EventPresence, protocol.PresencePayload{Presence: list}, &sv, nil)
 }
 
 // eventGate returns the scope a connection needs to receive an event, or ""

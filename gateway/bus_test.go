@@ -149,3 +149,81 @@ func TestStuckPeerDelaysNoTicks(t *testing.T) {
 	<-pongsDone
 	_ = stuckWire.conn.Close()
 }
+
+// A presence version goes out in one event only. A change made while the
+// presence loop gathers a window lands in that window's event and leaves
+// a kick behind; the window that kick opens has nothing new to say and
+// must stay silent, not repeat the version (TestPresenceAndSeq saw that
+// under load).
+func TestPresenceVersionSentOnce(t *testing.T) {
+	g := startGateway(t, nil)
+	b := &g.srv.bus
+	var mu sync.Mutex
+	var pvs []uint64
+	g.dialClient(t, func(o *client.Options) {
+		o.ClientMode = "ui"
+		o.ClientID = "openclaw-tui"
+		o.OnEvent = func(e client.Event) {
+			if e.Name == protocol.EventPresence && e.StateVersion != nil {
+				mu.Lock()
+				pvs = append(pvs, e.StateVersion.Presence)
+				mu.Unlock()
+			}
+		}
+	})
+	seen := func(v uint64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(pvs) > 0 && pvs[len(pvs)-1] == v
+	}
+	waitFor := func(v uint64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !seen(v); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("presence version %d never arrived; got %v", v, pvs)
+			}
+		}
+	}
+	// The watcher's own join is announced (after its hello-ok); nothing
+	// else changes presence in this test.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		n := len(pvs)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher's join was never announced")
+		}
+	}
+	b.mu.Lock()
+	joined := b.version.Presence
+	b.mu.Unlock()
+	waitFor(joined)
+	// Windows that close with nothing new, then one change flushed twice
+	// (as the loop and a leftover kick would).
+	b.flushPresence()
+	b.flushPresence()
+	b.mu.Lock()
+	b.version.Presence++
+	changed := b.version.Presence
+	b.mu.Unlock()
+	b.flushPresence()
+	b.flushPresence()
+	waitFor(changed)
+	// Each connection's frames are queued in broadcast order, so all the
+	// events the flushes above queued have arrived by now.
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(pvs); i++ {
+		if pvs[i] <= pvs[i-1] {
+			t.Fatalf("presence versions %v: %d repeated or went back", pvs, pvs[i])
+		}
+	}
+	if n := len(pvs); n < 2 || pvs[n-2] != joined {
+		t.Fatalf("presence versions %v, want ... %d %d", pvs, joined, changed)
+	}
+}
