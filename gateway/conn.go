@@ -210,9 +210,11 @@ func (c *Conn) writeLoop() {
 		c.queue, c.queued = nil, 0
 		closing, ping := c.closing, c.pingDue
 		c.pingDue = false
-		if len(batch) == 0 && !closing && !ping || c.ctx.Err() != nil {
+		if len(batch) == 0 && !closing && !ping || c.ctx.Err() != nil && !closing {
 			// Nothing to send, or the reader has ended and its
-			// finishClose takes over.
+			// finishClose takes over. After closeAfterFlush the
+			// batch still goes out before the close frame, even if
+			// the reader ended before this writer first ran.
 			c.writing = false
 			c.mu.Unlock()
 			return
