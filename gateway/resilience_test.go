@@ -185,8 +185,14 @@ func (w *wire) read(within time.Duration) (op byte, payload []byte, err error) {
 // json reads frames until a text frame and decodes it.
 func (w *wire) json() map[string]any {
 	w.t.Helper()
+	return w.jsonWithin(5 * time.Second)
+}
+
+// jsonWithin is json with a per-frame read bound of within.
+func (w *wire) jsonWithin(within time.Duration) map[string]any {
+	w.t.Helper()
 	for {
-		op, p, err := w.read(5 * time.Second)
+		op, p, err := w.read(within)
 		if err != nil {
 			w.t.Fatalf("read frame: %v", err)
 		}
@@ -527,10 +533,15 @@ func TestResilienceFrameLimits(t *testing.T) {
 		}
 	})
 	t.Run("postauth 1MiB frame is answered, socket stays", func(t *testing.T) {
+		// Reading, unmasking, parsing and validating 1 MiB takes seconds
+		// under the race detector on a loaded machine, next to the
+		// parallel tests' 25 MiB frames. The bound only turns a gateway
+		// that never answers into a failure instead of a hang.
+		const answerWithin = time.Minute
 		w := g.authed(t, "")
 		w.text(`{"type":"req","id":"m","method":"health","params":{"pad":"` + strings.Repeat("x", 1<<20) + `"}}`)
 		for {
-			f := w.json()
+			f := w.jsonWithin(answerWithin)
 			if f["type"] == "res" {
 				if f["id"] != "m" {
 					t.Fatalf("response %v", f)
@@ -540,7 +551,7 @@ func TestResilienceFrameLimits(t *testing.T) {
 		}
 		w.text(`{"type":"req","id":"h","method":"health"}`)
 		for {
-			if f := w.json(); f["type"] == "res" {
+			if f := w.jsonWithin(answerWithin); f["type"] == "res" {
 				if f["id"] != "h" || f["ok"] != true {
 					t.Fatalf("health after the big frame: %v", f)
 				}
