@@ -55,7 +55,7 @@ func (s *Server) registerCanvas() {
 			if strings.TrimSpace(p.Surface) != canvasSurface {
 				return inner(ctx, c, raw)
 			}
-			capab, url, err := s.mintCanvas(c)
+			capab, url, err := s.mintCanvas(c, c.Session())
 			if err != nil {
 				return nil, err
 			}
@@ -83,9 +83,8 @@ func (s *Server) canvasBase(c *Conn) string {
 
 // mintCanvas issues a capability for a node connection, honoured only
 // from the node's own address and only while the connection lives.
-func (s *Server) mintCanvas(c *Conn) (canvas.Capability, string, error) {
+func (s *Server) mintCanvas(c *Conn, sess *Session) (canvas.Capability, string, error) {
 	h := s.opts.Canvas.Host
-	sess := c.Session()
 	unavailable := &protocol.Error{Code: protocol.ErrUnavailable, Message: "canvas host unavailable"}
 	if h == nil || sess == nil || sess.Role != protocol.RoleNode {
 		return canvas.Capability{}, "", unavailable
@@ -112,7 +111,7 @@ func (s *Server) canvasHello(c *Conn, sess *Session, h *protocol.HelloOK) {
 	if s.opts.Canvas.Host == nil || sess.Role != protocol.RoleNode {
 		return
 	}
-	_, url, err := s.mintCanvas(c)
+	_, url, err := s.mintCanvas(c, sess)
 	if err != nil {
 		return
 	}
@@ -124,7 +123,7 @@ func (s *Server) canvasHello(c *Conn, sess *Session, h *protocol.HelloOK) {
 }
 
 func (s *Server) methodCanvasRefresh(_ context.Context, c *Conn, _ json.RawMessage) (any, error) {
-	capab, url, err := s.mintCanvas(c)
+	capab, url, err := s.mintCanvas(c, c.Session())
 	if err != nil {
 		return nil, err
 	}

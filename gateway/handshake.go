@@ -366,7 +366,13 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 		if dec.Resolved != nil {
 			c.srv.bus.broadcast(protocol.EventDevicePairResolved, dec.Resolved, nil, nil)
 		}
-		c.log.Info("device approved silently (local)", "device", shortID(a.device.ID), "role", a.role)
+		how := "local"
+		if c.arrival.Path == authn.PathTailnet {
+			how = "own tailnet"
+		} else if a.method == "bootstrap-token" {
+			how = "setup code"
+		}
+		c.log.Info("device approved silently", "device", shortID(a.device.ID), "role", a.role, "as", how)
 	}
 	a.scopes = dec.Scopes
 	if a.scopes == nil {
@@ -458,17 +464,20 @@ func (c *Conn) accept(a *connectAttempt) {
 		// onDisconnected read it without a lock.
 		sess.PresenceKey = presenceKey(c, sess)
 	}
-	c.sess.Store(sess)
 	c.srv.metrics.handshakesOK.Add(1)
-	register := c.srv.nodeConnecting(c, p) // nodes.go: a role-node surface, reconciled before hello-ok
+	register := c.srv.nodeConnecting(c, sess, p) // nodes.go: a role-node surface, reconciled before hello-ok
 	hello := c.srv.hello(c, sess, a)
 	frame, err := helloFrame(a.reqID, &hello, c.srv.featuresJSON())
 	register(func() {
 		if err != nil {
 			c.log.Error("encode hello-ok", "err", err)
-			return
+		} else {
+			c.enqueue(frame)
 		}
-		c.enqueue(frame)
+		// Published only once hello-ok is queued: broadcasts go to
+		// connections with a session, and no event (a tick, presence)
+		// may reach the client before its hello-ok.
+		c.sess.Store(sess)
 	})
 	c.log.Info("connected", "client", p.Client.ID, "mode", p.Client.Mode, "role", a.role,
 		"auth", a.method, "device", shortID(sess.DeviceID))

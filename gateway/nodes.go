@@ -150,8 +150,7 @@ func (h *nodeHub) events() []string {
 // what pairing approved. The returned func queues hello-ok (sendHello) and
 // registers the session; the registration ends with the connection,
 // failing every invocation still waiting for it.
-func (s *Server) nodeConnecting(c *Conn, p *protocol.ConnectParams) (register func(sendHello func())) {
-	sess := c.Session()
+func (s *Server) nodeConnecting(c *Conn, sess *Session, p *protocol.ConnectParams) (register func(sendHello func())) {
 	if sess == nil || sess.Role != protocol.RoleNode || s.nodes == nil {
 		return func(sendHello func()) { sendHello() }
 	}

@@ -283,7 +283,7 @@ func TestSSHTunnel(t *testing.T) {
 		c.Close()
 		t.Error("the tunnel's local port still accepts after the tunnel stopped")
 	}
-	if logs := stopProc(t, g); !strings.Contains(logs, "device approved silently (local)") {
+	if logs := stopProc(t, g); !strings.Contains(logs, "device approved silently") {
 		t.Errorf("the gateway did not treat the tunnelled device as local:\n%s", logs)
 	}
 }
