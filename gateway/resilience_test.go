@@ -372,7 +372,10 @@ func isReset(err error) bool {
 // reading peer, whose pongs re-arm the deadline, stays.
 func TestResilienceSilentAfterAuth(t *testing.T) {
 	t.Parallel()
-	const tick = 100 * time.Millisecond
+	// Ticks short enough for a quick test, long enough that the reading
+	// client's pong (its reader woken by the poller) is taken within the
+	// half-tick slack on a starved machine.
+	const tick = 300 * time.Millisecond
 	g := startGateway(t, func(o *Options) { o.TickInterval = tick })
 	var ticks atomic.Int64
 	live := g.dialClient(t, func(o *client.Options) {
