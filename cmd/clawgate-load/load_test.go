@@ -148,7 +148,7 @@ func TestAllScenarios(t *testing.T) {
 		if r.Open != 30 || r.TicksMin < 1 {
 			t.Errorf("idle: %d open, at least %d ticks each", r.Open, r.TicksMin)
 		}
-		if r.Before == nil || r.After == nil || r.After.RSSBytes == 0 || r.After.FDs <= r.Before.FDs {
+		if r.Before == nil || r.After == nil || r.After.RSSBytes == 0 || r.After.AnonBytes == 0 || r.After.AnonBytes >= r.After.RSSBytes || r.After.FDs <= r.Before.FDs {
 			t.Errorf("idle memory samples: before %+v after %+v", r.Before, r.After)
 		}
 		if r.After.Connections != 31 { // the 30 and the monitor

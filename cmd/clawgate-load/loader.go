@@ -134,7 +134,7 @@ func brief(r *ScenarioResult) string {
 		s += fmt.Sprintf(", gateway CPU %.0f µs each (capacity %.0f/s on %d cores)", r.ServerCPU.UsPerOp, r.ServerCPU.CapacityPer, r.ServerCPU.Cores)
 	}
 	if r.RSSPerConnKiB != 0 || r.HeapPerConnKiB != 0 {
-		s += fmt.Sprintf(", %.2f KiB RSS/conn, %.2f KiB heap/conn", r.RSSPerConnKiB, r.HeapPerConnKiB)
+		s += fmt.Sprintf(", %.2f KiB RSS/conn (%.2f KiB anonymous), %.2f KiB heap/conn", r.RSSPerConnKiB, r.AnonPerConnKiB, r.HeapPerConnKiB)
 	}
 	return s
 }

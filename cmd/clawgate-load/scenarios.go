@@ -331,6 +331,7 @@ func (l *loader) idle(ctx context.Context) (*ScenarioResult, error) {
 		r.TicksMean = round3(float64(sum) / float64(r.OK))
 	}
 	r.RSSPerConnKiB = kib(after.RSSBytes, before.RSSBytes, r.Open)
+	r.AnonPerConnKiB = kib(after.AnonBytes, before.AnonBytes, r.Open)
 	r.TreePerConnKiB = kib(after.TreeRSSBytes, before.TreeRSSBytes, r.Open)
 	if r.RSSPerConnKiB == 0 {
 		r.RSSPerConnKiB = kib(after.StatusRSS, before.StatusRSS, r.Open)

@@ -133,17 +133,20 @@ type ScenarioResult struct {
 	Latency     *Dist    `json:"latency,omitempty"`
 
 	// idle
-	Before          *MemSample `json:"memBefore,omitempty"`
-	After           *MemSample `json:"memAfter,omitempty"`
-	AfterClose      *MemSample `json:"memAfterClose,omitempty"`
-	Open            int        `json:"openAfterHold,omitempty"`
-	TicksMin        int        `json:"ticksMin,omitempty"`
-	TicksMean       float64    `json:"ticksMean,omitempty"`
-	RSSPerConnKiB   float64    `json:"rssPerConnKiB,omitempty"`
-	TreePerConnKiB  float64    `json:"treeRssPerConnKiB,omitempty"`
-	HeapPerConnKiB  float64    `json:"heapPerConnKiB,omitempty"`
-	OpenMs          float64    `json:"openMs,omitempty"`
-	ConnectionsSeen int        `json:"gatewayConnections,omitempty"`
+	Before        *MemSample `json:"memBefore,omitempty"`
+	After         *MemSample `json:"memAfter,omitempty"`
+	AfterClose    *MemSample `json:"memAfterClose,omitempty"`
+	Open          int        `json:"openAfterHold,omitempty"`
+	TicksMin      int        `json:"ticksMin,omitempty"`
+	TicksMean     float64    `json:"ticksMean,omitempty"`
+	RSSPerConnKiB float64    `json:"rssPerConnKiB,omitempty"`
+	// AnonPerConnKiB leaves out file pages (the executable's code faulted
+	// in by the first connections): what the connections themselves hold.
+	AnonPerConnKiB  float64 `json:"rssAnonPerConnKiB,omitempty"`
+	TreePerConnKiB  float64 `json:"treeRssPerConnKiB,omitempty"`
+	HeapPerConnKiB  float64 `json:"heapPerConnKiB,omitempty"`
+	OpenMs          float64 `json:"openMs,omitempty"`
+	ConnectionsSeen int     `json:"gatewayConnections,omitempty"`
 
 	// fanout
 	Rounds int `json:"rounds,omitempty"`
@@ -161,6 +164,7 @@ type ScenarioResult struct {
 // its status method.
 type MemSample struct {
 	RSSBytes     uint64 `json:"rssBytes,omitempty"`     // the gateway process
+	AnonBytes    uint64 `json:"rssAnonBytes,omitempty"` // its RssAnon (no file pages)
 	TreeRSSBytes uint64 `json:"treeRssBytes,omitempty"` // with its child processes
 	FDs          int    `json:"fds,omitempty"`
 	Threads      int    `json:"threads,omitempty"`
@@ -190,9 +194,15 @@ func writeSummary(path string, stdout io.Writer, s *Summary) error {
 
 // procStatus reads VmRSS (bytes) and Threads of pid.
 func procStatus(pid int) (rss uint64, threads int, err error) {
+	rss, _, threads, err = procStatusAnon(pid)
+	return rss, threads, err
+}
+
+// procStatusAnon reads VmRSS and RssAnon (bytes) and Threads of pid.
+func procStatusAnon(pid int) (rss, anon uint64, threads int, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
@@ -207,11 +217,14 @@ func procStatus(pid int) (rss uint64, threads int, err error) {
 		case "VmRSS":
 			kb, _ := strconv.ParseUint(f[0], 10, 64)
 			rss = kb * 1024
+		case "RssAnon":
+			kb, _ := strconv.ParseUint(f[0], 10, 64)
+			anon = kb * 1024
 		case "Threads":
 			threads, _ = strconv.Atoi(f[0])
 		}
 	}
-	return rss, threads, nil
+	return rss, anon, threads, nil
 }
 
 // children returns the direct children of pid, from /proc/*/stat.
@@ -248,11 +261,11 @@ func children(pid int) []int {
 // procSample reads the gateway's memory and fds from /proc; the tree RSS
 // adds every descendant (OpenClaw runs worker processes).
 func procSample(pid int) (*MemSample, error) {
-	rss, threads, err := procStatus(pid)
+	rss, anon, threads, err := procStatusAnon(pid)
 	if err != nil {
 		return nil, err
 	}
-	m := &MemSample{RSSBytes: rss, TreeRSSBytes: rss, Threads: threads}
+	m := &MemSample{RSSBytes: rss, AnonBytes: anon, TreeRSSBytes: rss, Threads: threads}
 	queue := children(pid)
 	for len(queue) > 0 {
 		p := queue[0]
