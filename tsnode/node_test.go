@@ -60,7 +60,7 @@ func startGW(t *testing.T, tn *tsnodetest.Tailnet, mod func(*tsnode.Options)) *g
 	t.Helper()
 	g := &gwNode{gone: make(chan string, 64), logs: &syncBuffer{}}
 	opts := tsnode.Options{
-		Dir:        filepath.Join(t.TempDir(), "tsnet"),
+		Dir:        filepath.Join(lingeringTempDir(t), "tsnet"),
 		Hostname:   "gw",
 		ControlURL: tn.ControlURL(),
 		Ephemeral:  true,
@@ -484,4 +484,31 @@ func TestTailnetReconnectAfterServerClose(t *testing.T) {
 		reused += n - 1
 	}
 	t.Logf("%d reconnects, %d from a source port used before, %d refused", reconnects, reused, refused)
+}
+
+// lingeringTempDir is t.TempDir for a tsnet node's state: tsnet's
+// background goroutines may still write there for a moment after Close
+// returns, which makes t.TempDir's cleanup fail with "directory not
+// empty". The removal is retried for a few seconds instead.
+func lingeringTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tsnode-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("remove %s: %v", dir, err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	return dir
 }

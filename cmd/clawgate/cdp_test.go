@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,7 +62,18 @@ var devtoolsURL = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
 // one page.
 func startBrowser(t *testing.T, bin string) *browser {
 	t.Helper()
-	profile := t.TempDir()
+	// Not t.TempDir: Chromium's helper processes may still write to the
+	// profile for a moment after the browser is killed.
+	profile, err := os.MkdirTemp("", "chromium-profile-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for os.RemoveAll(profile) != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 	args := []string{
 		"--headless", "--disable-gpu", "--no-sandbox", "--disable-dev-shm-usage",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -71,6 +83,7 @@ func startBrowser(t *testing.T, bin string) *browser {
 		"about:blank",
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // killed as a group, helpers included
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +116,7 @@ func startBrowser(t *testing.T, bin string) *browser {
 		if b.ws != nil {
 			b.ws.Close()
 		}
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 		if t.Failed() {
 			errMu.Lock()
