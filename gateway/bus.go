@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -333,5 +332,3 @@ func (s *Server) implementedEvents() []string {
 	}
 	return ev
 }
-
-var _ = json.RawMessage(nil)

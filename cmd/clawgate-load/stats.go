@@ -192,14 +192,8 @@ func writeSummary(path string, stdout io.Writer, s *Summary) error {
 	return nil
 }
 
-// procStatus reads VmRSS (bytes) and Threads of pid.
-func procStatus(pid int) (rss uint64, threads int, err error) {
-	rss, _, threads, err = procStatusAnon(pid)
-	return rss, threads, err
-}
-
-// procStatusAnon reads VmRSS and RssAnon (bytes) and Threads of pid.
-func procStatusAnon(pid int) (rss, anon uint64, threads int, err error) {
+// procStatus reads VmRSS and RssAnon (bytes) and Threads of pid.
+func procStatus(pid int) (rss, anon uint64, threads int, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, 0, err
@@ -261,7 +255,7 @@ func children(pid int) []int {
 // procSample reads the gateway's memory and fds from /proc; the tree RSS
 // adds every descendant (OpenClaw runs worker processes).
 func procSample(pid int) (*MemSample, error) {
-	rss, anon, threads, err := procStatusAnon(pid)
+	rss, anon, threads, err := procStatus(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +264,7 @@ func procSample(pid int) (*MemSample, error) {
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
-		if r, _, err := procStatus(p); err == nil {
+		if r, _, _, err := procStatus(p); err == nil {
 			m.TreeRSSBytes += r
 		}
 		queue = append(queue, children(p)...)
