@@ -1,5 +1,10 @@
 package store
 
+import (
+	"maps"
+	"slices"
+)
+
 // PendingRequest is a device pairing request waiting for an operator, as
 // stored. Field names follow the OpenClaw protocol (§3.1); ClientKey and
 // RefreshedAtMs are clawgate's own bookkeeping and are not part of the wire
@@ -132,4 +137,35 @@ type PairingStore interface {
 	ViewPairing(fn func(tx PairingTx) error) error
 	UpdatePairing(fn func(tx PairingTx) error) error
 	BatchPairing(fn func(tx PairingTx) error) error
+}
+
+// Clone returns a deep copy of d: no slice, map or NodeSurface is shared,
+// and nil stays nil while empty stays empty (as a JSON round trip keeps
+// them).
+func (d PairedDevice) Clone() PairedDevice {
+	c := d
+	c.Roles = slices.Clone(d.Roles)
+	c.Scopes = slices.Clone(d.Scopes)
+	c.ApprovedScopes = slices.Clone(d.ApprovedScopes)
+	if d.Tokens != nil {
+		c.Tokens = make(map[string]DeviceToken, len(d.Tokens))
+		for k, t := range d.Tokens {
+			t.Scopes = slices.Clone(t.Scopes)
+			c.Tokens[k] = t
+		}
+	}
+	c.Node = d.Node.clone()
+	c.PendingNode = d.PendingNode.clone()
+	return c
+}
+
+func (n *NodeSurface) clone() *NodeSurface {
+	if n == nil {
+		return nil
+	}
+	c := *n
+	c.Caps = slices.Clone(n.Caps)
+	c.Commands = slices.Clone(n.Commands)
+	c.Permissions = maps.Clone(n.Permissions)
+	return &c
 }

@@ -39,6 +39,7 @@ type DB struct {
 	closeOnce sync.Once
 	closeErr  error
 	groups    *groupCommit // BatchPairing's group commit
+	devices   *deviceCache // decoded device records (devcache.go)
 }
 
 // Compile-time check: DB is a pairing store.
@@ -116,7 +117,7 @@ func openExisting(path string, opts Options) (_ *DB, err error) {
 		}
 		return nil, classify(err, path)
 	}
-	return &DB{path: path, bolt: bdb, groups: newGroupCommit()}, nil
+	return &DB{path: path, bolt: bdb, groups: newGroupCommit(), devices: newDeviceCache()}, nil
 }
 
 // openChecked opens an existing state file and refuses it unless it is a

@@ -30,6 +30,10 @@
 // arrive meanwhile go together in the next one); each still returns only
 // after the commit holding its writes. Values are JSON, decoded into fresh Go values inside
 // the transaction, so nothing returned points into bbolt's memory map.
+// Device records, read on every connect, are decoded once per distinct
+// stored value: a cache keeps each decoded record next to the bytes it came
+// from and serves a copy only when the transaction reads identical bytes,
+// so no write, committed or rolled back, can leave it stale.
 // NoFreelistSync is left off (the freelist is persisted), which keeps Open
 // fast and lets the bbolt CLI read the file.
 //

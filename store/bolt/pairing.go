@@ -13,13 +13,13 @@ const maxKeyLen = 256
 
 // ViewPairing runs fn in a read-only transaction.
 func (d *DB) ViewPairing(fn func(store.PairingTx) error) error {
-	return mapErr(d.bolt.View(func(tx *bbolt.Tx) error { return fn(pairingTx{tx: tx, path: d.path}) }))
+	return mapErr(d.bolt.View(func(tx *bbolt.Tx) error { return fn(pairingTx{tx: tx, path: d.path, devices: d.devices}) }))
 }
 
 // UpdatePairing runs fn in a read-write transaction, committed and fsynced
 // when fn returns nil, rolled back otherwise. fn's error is returned as is.
 func (d *DB) UpdatePairing(fn func(store.PairingTx) error) error {
-	return mapErr(d.bolt.Update(func(tx *bbolt.Tx) error { return fn(pairingTx{tx: tx, path: d.path}) }))
+	return mapErr(d.bolt.Update(func(tx *bbolt.Tx) error { return fn(pairingTx{tx: tx, path: d.path, devices: d.devices}) }))
 }
 
 // BatchPairing runs fn in a read-write transaction that concurrent
@@ -29,7 +29,7 @@ func (d *DB) UpdatePairing(fn func(store.PairingTx) error) error {
 // writes rolled back.
 func (d *DB) BatchPairing(fn func(store.PairingTx) error) error {
 	return mapErr(d.groupUpdate(func(tx *bbolt.Tx, wrote *bool) error {
-		return fn(pairingTx{tx: tx, path: d.path, wrote: wrote})
+		return fn(pairingTx{tx: tx, path: d.path, wrote: wrote, devices: d.devices})
 	}))
 }
 
@@ -38,6 +38,8 @@ type pairingTx struct {
 	tx    *bbolt.Tx
 	path  string
 	wrote *bool // set on every write when non-nil (BatchPairing)
+
+	devices *deviceCache
 }
 
 func (p pairingTx) noteWrite() {
@@ -154,11 +156,26 @@ func (p pairingTx) PutPending(r store.PendingRequest) error {
 func (p pairingTx) DeletePending(requestID string) error { return p.del(bucketPending, requestID) }
 
 func (p pairingTx) Device(deviceID string) (store.PairedDevice, error) {
-	var d store.PairedDevice
-	if err := p.get(bucketDevices, deviceID, &d); err != nil {
+	b, err := p.bucket(bucketDevices)
+	if err != nil {
 		return store.PairedDevice{}, err
 	}
-	return d, p.checkKey(bucketDevices, deviceID, d.DeviceID)
+	raw := b.Get([]byte(deviceID))
+	if raw == nil {
+		return store.PairedDevice{}, store.ErrNotFound
+	}
+	if d, ok := p.devices.get(deviceID, raw); ok {
+		return d, nil // decoded from these very bytes, key already checked
+	}
+	var d store.PairedDevice
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return store.PairedDevice{}, fmt.Errorf("%w: %s: %s %q: %v", store.ErrCorrupt, p.path, bucketDevices, deviceID, err)
+	}
+	if err := p.checkKey(bucketDevices, deviceID, d.DeviceID); err != nil {
+		return store.PairedDevice{}, err
+	}
+	p.devices.put(deviceID, raw, &d)
+	return d, nil
 }
 
 func (p pairingTx) AllDevices() ([]store.PairedDevice, error) {
@@ -179,7 +196,10 @@ func (p pairingTx) AllDevices() ([]store.PairedDevice, error) {
 
 func (p pairingTx) PutDevice(d store.PairedDevice) error { return p.put(bucketDevices, d.DeviceID, d) }
 
-func (p pairingTx) DeleteDevice(deviceID string) error { return p.del(bucketDevices, deviceID) }
+func (p pairingTx) DeleteDevice(deviceID string) error {
+	p.devices.drop(deviceID)
+	return p.del(bucketDevices, deviceID)
+}
 
 // checkKey refuses a record stored under a key other than its own id.
 func (p pairingTx) checkKey(bucket []byte, key, id string) error {
