@@ -340,7 +340,7 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 		RemoteIP:      c.arrival.Remote.Addr().Unmap().String(),
 		ClientKey:     authn.NewLimitKey(authn.LimitSharedSecret, arr).String(),
 		SilentAllowed: c.silentPairingAllowed() || a.method == "bootstrap-token",
-		IssueToken:    true, // a silent approval mints hello-ok's token in the same transaction
+		IssueToken:    true, // hello-ok's token, if one is due, is minted in Check's transaction
 	})
 	switch {
 	case errors.Is(err, pairing.ErrTooManyPending):
@@ -378,18 +378,10 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 	if a.scopes == nil {
 		a.scopes = []string{}
 	}
-	if dec.Token.Token != "" {
-		a.token, a.issuedAt = dec.Token.Token, dec.Token.IssuedAtMs
-		return nil
-	}
-	tok, issued, minted, err := pm.EnsureToken(a.device.ID, a.role, a.scopes)
-	if err != nil {
-		c.log.Error("issue device token", "err", err)
-		return &protocol.Error{Code: protocol.ErrUnavailable, Message: "device token unavailable", Retryable: true, RetryAfterMs: 1000}
-	}
-	if minted {
-		a.token, a.issuedAt = tok, issued
-	}
+	// With IssueToken, Check has made sure the device holds a token for
+	// this role covering these scopes: minted now (hello-ok hands it out)
+	// or already held (the device keeps using it).
+	a.token, a.issuedAt = dec.Token.Token, dec.Token.IssuedAtMs
 	return nil
 }
 

@@ -35,13 +35,19 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 		return Decision{}, fmt.Errorf("%s: %w", op, err)
 	}
 
-	// Fast path: a paired device within its approval only reads.
+	// Fast path: a paired device within its approval, holding a token that
+	// covers the request when IssueToken asks for one, only reads.
 	var dec Decision
 	var dev *store.PairedDevice
 	err = m.st.ViewPairing(func(tx store.PairingTx) error {
 		d, err := findDevice(tx, in.DeviceID)
 		if err != nil || d == nil || evaluate(d, in) != "" {
 			return err
+		}
+		if in.IssueToken {
+			if _, need, err := needToken(d, in.Role, in.scopes); err != nil || need {
+				return nil // the write path below mints it (or reports why not)
+			}
 		}
 		dev, dec = d, pairedDecision(d, in)
 		return nil
@@ -69,8 +75,23 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 			return err
 		}
 		reason := evaluate(d, in)
-		if reason == "" { // approved while we were looking
+		if reason == "" { // paired: approved while we were looking, or needs a token
+			var issued IssuedToken
+			if in.IssueToken {
+				_, need, err := needToken(d, in.Role, in.scopes)
+				if err != nil {
+					return err
+				}
+				if need {
+					tok, err := mintInTx(tx, d, in.Role, in.scopes, now)
+					if err != nil {
+						return err
+					}
+					issued = IssuedToken{Token: tok, IssuedAtMs: now}
+				}
+			}
 			dev, dec = d, pairedDecision(d, in)
+			dec.Token = issued
 			return nil
 		}
 		p, created, superseded, err := m.upsertPending(tx, live, d, in, reason, now)

@@ -14,8 +14,8 @@
 //	case pairing.ApprovedSilently: // broadcast device.pair.resolved (d.Resolved); continue
 //	case pairing.Paired:           // continue
 //	}
-//	// hello-ok.auth.deviceToken: d.Token when set, else, if minted:
-//	tok, issuedAt, minted, err := m.EnsureToken(id, d.Role, d.Scopes)
+//	// hello-ok.auth.deviceToken: d.Token when set (with IssueToken, Check
+//	// has done EnsureToken's work; without it, call EnsureToken here)
 //
 // and, for the device.pair.* and device.token.* methods, List, Approve,
 // Reject, Remove, RotateToken and RevokeToken with the calling connection's
@@ -28,8 +28,8 @@
 // (EnsureToken at connect, or RotateToken). Approve mints and stores the
 // token record in the same transaction that marks the device paired, but
 // cannot reach the device, so that first token's plaintext is discarded; the
-// device's next connect (EnsureToken) replaces it with the one it receives
-// in hello-ok. A silent approval with ConnectInfo.IssueToken instead mints
+// device's next connect (EnsureToken, or Check with IssueToken) replaces it
+// with the one it receives in hello-ok. A silent approval with ConnectInfo.IssueToken instead mints
 // the token the connecting device receives in the approving transaction
 // (Decision.Token), so a new local device costs one write transaction, and
 // Check's writes go through store's BatchPairing, so concurrent first

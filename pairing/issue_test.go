@@ -80,8 +80,9 @@ func TestSilentApprovalIssuesToken(t *testing.T) {
 }
 
 // TestIssueTokenOnlyOnSilentApproval: IssueToken never yields a token
-// for a connect that needs an operator or is paired already, and without
-// it the silent approval leaves the token to EnsureToken as before.
+// for a connect that needs an operator (a paired device that holds one
+// gets none either: TestIssueTokenOnPairedConnect), and without it the
+// silent approval leaves the token to EnsureToken as before.
 func TestIssueTokenOnlyOnSilentApproval(t *testing.T) {
 	e := newEnv(t)
 	remote := info(newDevice(t), "operator", readScopes)
@@ -261,5 +262,55 @@ func TestIssuedTokenNeverPrinted(t *testing.T) {
 		if strings.Contains(s, tok) {
 			t.Errorf("token printed: %s", s)
 		}
+	}
+}
+
+// TestIssueTokenOnPairedConnect: with IssueToken, the first connect after an
+// operator's approval gets the token EnsureToken would have minted, in one
+// write; later connects only read and get none; a revoked token is not
+// replaced (that needs a new approval).
+func TestIssueTokenOnPairedConnect(t *testing.T) {
+	e := newEnv(t)
+	d := newDevice(t)
+	id := e.request(d, "operator", readScopes)
+	if _, err := e.m.Approve(id, admin); err != nil {
+		t.Fatal(err)
+	}
+	ci := info(d, "operator", readScopes)
+	ci.IssueToken = true
+	before := e.st.updates.Load()
+	dec := e.check(ci)
+	if n := e.st.updates.Load() - before; n != 1 {
+		t.Errorf("first connect took %d write transactions, want 1", n)
+	}
+	now := e.clock.Now().UnixMilli()
+	if dec.Outcome != pairing.Paired || len(dec.Token.Token) != 43 || dec.Token.IssuedAtMs != now {
+		t.Fatalf("first connect = %v, token %d chars issued at %d", dec.Outcome, len(dec.Token.Token), dec.Token.IssuedAtMs)
+	}
+	if err := e.m.VerifyDeviceToken(d.id, "operator", dec.Token.Token, readScopes); err != nil {
+		t.Fatalf("issued token: %v", err)
+	}
+	if tok, _, minted, err := e.m.EnsureToken(d.id, "operator", readScopes); err != nil || minted || tok != "" {
+		t.Errorf("EnsureToken after = minted %v, %v; want nothing minted", minted, err)
+	}
+	before = e.st.updates.Load()
+	if again := e.check(ci); again.Outcome != pairing.Paired || again.Token.Token != "" {
+		t.Errorf("reconnect = %v with token %v", again.Outcome, again.Token.Token != "")
+	}
+	if e.st.updates.Load() != before {
+		t.Error("paired reconnect wrote")
+	}
+	if err := e.m.VerifyDeviceToken(d.id, "operator", dec.Token.Token, readScopes); err != nil {
+		t.Errorf("token after reconnect: %v", err)
+	}
+
+	if _, err := e.m.RevokeToken(d.id, "operator", admin); err != nil {
+		t.Fatal(err)
+	}
+	if again := e.check(ci); again.Outcome != pairing.PendingRequired || again.Token.Token != "" {
+		t.Errorf("after revocation = %v with token %v, want pending and none", again.Outcome, again.Token.Token != "")
+	}
+	if err := e.m.VerifyDeviceToken(d.id, "operator", dec.Token.Token, readScopes); !errors.Is(err, pairing.ErrTokenMismatch) {
+		t.Errorf("revoked token: %v, want ErrTokenMismatch", err)
 	}
 }

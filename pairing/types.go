@@ -66,12 +66,16 @@ type ConnectInfo struct {
 	// approved without an operator (protocol §3.3). Pairing still refuses
 	// silence for anything but a first pairing of an unknown device.
 	SilentAllowed bool
-	// IssueToken asks Check, when it approves the connect silently, to also
-	// mint the device's token for Role in the same transaction and return it
-	// in Decision.Token, so that a new device's connect costs one write
-	// transaction instead of two. Set it only when the token will be handed
-	// to the device (hello-ok.auth.deviceToken): it is stored as issued, so
-	// a later EnsureToken will not mint another.
+	// IssueToken asks Check to do EnsureToken's work for a connect it lets
+	// through, in its own transaction: when it approves the connect
+	// silently, or the paired device's token for Role was never handed out
+	// or does not cover the request, it mints the device's token and returns
+	// it in Decision.Token; when the device's token already covers the
+	// request, it only reads and Decision.Token is zero (the device keeps the
+	// token it has). So a new device's connect costs one write transaction
+	// instead of two, and a paired one a single read. Set it only when the
+	// token will be handed to the device (hello-ok.auth.deviceToken): it is
+	// stored as issued, so a later EnsureToken will not mint another.
 	IssueToken bool
 }
 
@@ -102,10 +106,10 @@ type Decision struct {
 	// ApprovedSilently: the device.pair.resolved payload to broadcast.
 	Resolved *Resolved
 
-	// ApprovedSilently with ConnectInfo.IssueToken: the device's new token
-	// for Role, minted and stored (as a digest) in the approving
-	// transaction, for hello-ok.auth; EnsureToken is then not needed.
-	// Otherwise zero.
+	// ApprovedSilently or Paired with ConnectInfo.IssueToken: the device's
+	// new token for Role, when one was minted, stored (as a digest) in
+	// Check's transaction, for hello-ok.auth; EnsureToken is then not
+	// needed. Otherwise zero.
 	Token IssuedToken
 }
 
