@@ -82,8 +82,7 @@ func VerifyDevice(d DeviceProof, c SignedClaims, challengeNonce string, now time
 	if err != nil {
 		return VerifiedDevice{}, deviceErr(ErrPublicKeyInvalid, err)
 	}
-	id := DeviceID(pub)
-	if id != d.ID {
+	if !hasDeviceID(pub, d.ID) {
 		return VerifiedDevice{}, deviceErr(ErrDeviceIDMismatch, nil)
 	}
 	if !withinSkew(d.SignedAt, now.UnixMilli(), protocol.SignatureSkewMs) {
@@ -100,7 +99,7 @@ func VerifyDevice(d DeviceProof, c SignedClaims, challengeNonce string, now time
 	if err != nil {
 		return VerifiedDevice{}, err
 	}
-	return VerifiedDevice{ID: id, PublicKey: pub, Version: version}, nil
+	return VerifiedDevice{ID: d.ID, PublicKey: pub, Version: version}, nil
 }
 
 // withinSkew reports whether |now − signedAt| ≤ skew without overflowing for
@@ -130,10 +129,11 @@ func verifySignature(pub ed25519.PublicKey, sig string, fields PayloadFields) (P
 	if err != nil {
 		return 0, deviceErr(ErrSignatureInvalid, err)
 	}
-	if ed25519.Verify(pub, []byte(BuildPayloadV3(fields)), raw) {
+	var buf [512]byte // room for the usual payload: no allocation
+	if ed25519.Verify(pub, appendPayloadV3(buf[:0], fields), raw) {
 		return PayloadV3, nil
 	}
-	if ed25519.Verify(pub, []byte(BuildPayloadV2(fields)), raw) {
+	if ed25519.Verify(pub, appendPayloadV2(buf[:0], fields), raw) {
 		return PayloadV2, nil
 	}
 	return 0, deviceErr(ErrSignatureInvalid, nil)

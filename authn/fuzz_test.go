@@ -104,7 +104,15 @@ func samePayload(got, want PayloadFields) bool {
 		got.DeviceFamily == want.DeviceFamily
 }
 
+// joinRef is the payload as the protocol spells it out, for any fields.
+func joinRef(version string, p PayloadFields, extra ...string) string {
+	f := []string{version, p.DeviceID, p.ClientID, p.ClientMode, p.Role, strings.Join(p.Scopes, ","),
+		strconv.FormatInt(p.SignedAtMs, 10), p.Token, p.Nonce}
+	return strings.Join(append(f, extra...), "|")
+}
+
 func FuzzBuildPayload(f *testing.F) {
+	f.Add("id", "c", "m", "r", "a\nb", int64(-5), "t", "n", " Linux\xff ", "\tiPhone ")
 	f.Add(vecDeviceID, "cli", "cli", "operator", "operator.read\noperator.write", vecSignedAt,
 		"shared-token", vecNonce, "linux", "")
 	f.Fuzz(func(t *testing.T, deviceID, clientID, clientMode, role, scopes string, signedAt int64,
@@ -113,6 +121,12 @@ func FuzzBuildPayload(f *testing.F) {
 			Scopes: splitScopes(scopes), SignedAtMs: signedAt, Token: token, Nonce: nonce,
 			Platform: platform, DeviceFamily: deviceFamily}
 		v3, v2 := BuildPayloadV3(p), BuildPayloadV2(p)
+		if want := joinRef("v3", p, NormalizeMetadata(platform), NormalizeMetadata(deviceFamily)); v3 != want {
+			t.Fatalf("v3 = %q, want %q", v3, want)
+		}
+		if want := joinRef("v2", p); v2 != want {
+			t.Fatalf("v2 = %q, want %q", v2, want)
+		}
 		if p.Validate() != nil {
 			return
 		}

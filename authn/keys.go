@@ -102,6 +102,14 @@ func DeviceID(pub ed25519.PublicKey) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// hasDeviceID reports whether id is DeviceID(pub), without allocating.
+func hasDeviceID(pub ed25519.PublicKey, id string) bool {
+	sum := sha256.Sum256(pub)
+	var buf [2 * sha256.Size]byte
+	hex.Encode(buf[:], sum[:])
+	return string(buf[:]) == id
+}
+
 // IsDeviceID reports whether s has the form of a device id: exactly 64
 // lowercase hex characters. Upper-case hex is not a device id.
 func IsDeviceID(s string) bool {

@@ -48,38 +48,71 @@ type PayloadFields struct {
 // It does not validate; call p.Validate (or ValidateClaims) first when the
 // fields come from the network.
 func BuildPayloadV3(p PayloadFields) string {
-	return joinPayload("v3", p, NormalizeMetadata(p.Platform), NormalizeMetadata(p.DeviceFamily))
+	return string(appendPayloadV3(make([]byte, 0, payloadLen(p)), p))
 }
 
 // BuildPayloadV2 returns v2|deviceId|clientId|clientMode|role|scopes|signedAtMs|token|nonce.
 func BuildPayloadV2(p PayloadFields) string {
-	return joinPayload("v2", p)
+	return string(appendPayloadV2(make([]byte, 0, payloadLen(p)), p))
 }
 
-// joinPayload joins the version, the common fields and any extra trailing
-// fields with '|'.
-func joinPayload(version string, p PayloadFields, extra ...string) string {
-	var b strings.Builder
-	b.Grow(128 + len(p.DeviceID) + len(p.Token) + len(p.Nonce) + 32*len(p.Scopes))
-	b.WriteString(version)
-	for _, f := range []string{p.DeviceID, p.ClientID, p.ClientMode, p.Role} {
-		b.WriteByte('|')
-		b.WriteString(f)
+// appendPayloadV3 appends BuildPayloadV3(p) to b.
+func appendPayloadV3(b []byte, p PayloadFields) []byte {
+	b = appendPayload(b, "v3", p)
+	b = append(b, '|')
+	b = appendNormalized(b, p.Platform)
+	b = append(b, '|')
+	return appendNormalized(b, p.DeviceFamily)
+}
+
+// appendPayloadV2 appends BuildPayloadV2(p) to b.
+func appendPayloadV2(b []byte, p PayloadFields) []byte { return appendPayload(b, "v2", p) }
+
+// payloadLen is about the length of p's payload (exact without scopes'
+// separators and metadata changes), for sizing a buffer.
+func payloadLen(p PayloadFields) int {
+	n := 64 + len(p.DeviceID) + len(p.ClientID) + len(p.ClientMode) + len(p.Role) + len(p.Token) +
+		len(p.Nonce) + len(p.Platform) + len(p.DeviceFamily)
+	for _, s := range p.Scopes {
+		n += len(s) + 1
 	}
-	b.WriteByte('|')
+	return n
+}
+
+// appendPayload appends the version and the common fields, joined with '|'.
+func appendPayload(b []byte, version string, p PayloadFields) []byte {
+	b = append(b, version...)
+	for _, f := range [...]string{p.DeviceID, p.ClientID, p.ClientMode, p.Role} {
+		b = append(b, '|')
+		b = append(b, f...)
+	}
+	b = append(b, '|')
 	for i, s := range p.Scopes {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		b.WriteString(s)
+		b = append(b, s...)
 	}
-	b.WriteByte('|')
-	b.WriteString(strconv.FormatInt(p.SignedAtMs, 10))
-	for _, f := range append([]string{p.Token, p.Nonce}, extra...) {
-		b.WriteByte('|')
-		b.WriteString(f)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, p.SignedAtMs, 10)
+	b = append(b, '|')
+	b = append(b, p.Token...)
+	b = append(b, '|')
+	return append(b, p.Nonce...)
+}
+
+// appendNormalized appends NormalizeMetadata(s) to b.
+func appendNormalized(b []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		return append(b, NormalizeMetadata(s)...) // strings.Map's U+FFFD for invalid bytes
 	}
-	return b.String()
+	for _, c := range []byte(strings.TrimSpace(s)) {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return b
 }
 
 // NormalizeMetadata trims s and lowercases ASCII letters only (A-Z → a-z),
@@ -156,15 +189,20 @@ func validateScopes(scopes []string) error {
 		return &PayloadFieldError{Field: "/scopes", Problem: "more than " + strconv.Itoa(MaxScopes) + " entries"}
 	}
 	for i, s := range scopes {
-		field := "/scopes/" + strconv.Itoa(i)
-		if s == "" {
-			return &PayloadFieldError{Field: field, Problem: "empty"}
+		problem := ""
+		switch {
+		case s == "":
+			problem = "empty"
+		case strings.Contains(s, ","):
+			problem = "contains the scope separator ','"
+		default:
+			// The field's name is built only for an error.
+			if err := validateField("", s, MaxPayloadFieldLen); err != nil {
+				problem = err.(*PayloadFieldError).Problem
+			}
 		}
-		if strings.Contains(s, ",") {
-			return &PayloadFieldError{Field: field, Problem: "contains the scope separator ','"}
-		}
-		if err := ValidatePayloadField(field, s); err != nil {
-			return err
+		if problem != "" {
+			return &PayloadFieldError{Field: "/scopes/" + strconv.Itoa(i), Problem: problem}
 		}
 	}
 	return nil
