@@ -7,9 +7,11 @@ import (
 	"io/fs"
 	"math"
 	"regexp"
+	"regexp/syntax"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -47,6 +49,7 @@ type Schema struct {
 	Methods              map[string]string  `json:"x-methods"`
 
 	pattern  *regexp.Regexp
+	ascii    *asciiClass // set when pattern is ^[class]*$ and asciiMatch decides it
 	patterns []compiledPattern
 }
 
@@ -98,6 +101,10 @@ func (b *boolOrSchema) UnmarshalJSON(data []byte) error {
 type ValidationError struct {
 	Path    string // JSON pointer of the offending value, "" for the root
 	Message string
+
+	// While being built: an unexpected property (finish phrases it).
+	unexpected    bool
+	unexpectedKey string
 }
 
 // Error formats the violation the way OpenClaw's formatValidationErrors
@@ -108,16 +115,6 @@ func (e *ValidationError) Error() string {
 		return e.Message
 	}
 	return "at " + e.Path + ": " + e.Message
-}
-
-func unexpectedProperty(path, key string) *ValidationError {
-	where := "root"
-	if path != "" {
-		where = path
-	}
-	// The message carries its own location; Path stays empty so Error()
-	// does not prefix it twice.
-	return &ValidationError{Message: "at " + where + ": unexpected property '" + key + "'"}
 }
 
 // Contract is the embedded schema: frame and method params definitions.
@@ -181,6 +178,7 @@ func (c *Contract) compile(s *Schema) error {
 			return err
 		}
 		s.pattern = re
+		s.ascii = starOfClass(s.Pattern)
 	}
 	keys := make([]string, 0, len(s.PatternProperties))
 	for k := range s.PatternProperties {
@@ -237,7 +235,7 @@ func (c *Contract) Validate(def string, v any) error {
 	if s == nil {
 		return fmt.Errorf("protocol: no definition %q", def)
 	}
-	return c.validate(s, v, "")
+	return finish(c.validate(s, v))
 }
 
 // ValidateParams checks a method's params (nil when absent) against its
@@ -254,24 +252,63 @@ func (c *Contract) ValidateParams(method string, v any) error {
 			return &ValidationError{Message: "must be object"}
 		}
 		for k := range m {
-			return unexpectedProperty("", k)
+			return finish(&ValidationError{unexpected: true, unexpectedKey: k})
 		}
 		return nil
 	}
 	if v == nil {
 		v = map[string]any{}
 	}
-	return c.validate(c.resolve(ref), v, "")
+	return finish(c.validate(c.resolve(ref), v))
 }
 
-func (c *Contract) validate(s *Schema, v any, path string) error {
+// Violations are built where they are found with the path relative to
+// that value (""); each enclosing member and element prefixes its own
+// segment on the way out (within), and Validate and ValidateParams finish
+// the message (finish). So validating a valid document builds no path.
+
+// fail is a violation at the value being checked.
+func fail(msg string) *ValidationError { return &ValidationError{Message: msg} }
+
+// within prefixes err's path with the element (or escaped member) seg.
+func within(err error, seg string) error {
+	if ve, ok := err.(*ValidationError); ok {
+		ve.Path = "/" + seg + ve.Path
+	}
+	return err
+}
+
+// withinMember prefixes err's path with the member k, if err is not nil.
+func withinMember(err error, k string) error {
+	if err == nil {
+		return nil
+	}
+	return within(err, escapePointer(k))
+}
+
+// finish completes a violation for the caller of Validate: an unexpected
+// property names its place in the message, like Ajv's.
+func finish(err error) error {
+	if ve, ok := err.(*ValidationError); ok && ve.unexpected {
+		where := "root"
+		if ve.Path != "" {
+			where = ve.Path
+		}
+		// The message carries its own location; Path stays empty so Error()
+		// does not prefix it twice.
+		*ve = ValidationError{Message: "at " + where + ": unexpected property '" + ve.unexpectedKey + "'"}
+	}
+	return err
+}
+
+func (c *Contract) validate(s *Schema, v any) error {
 	if s.Ref != "" {
-		return c.validate(c.resolve(s.Ref), v, path)
+		return c.validate(c.resolve(s.Ref), v)
 	}
 	if len(s.AnyOf) > 0 {
 		var first error
 		for _, alt := range s.AnyOf {
-			err := c.validate(alt, v, path)
+			err := c.validate(alt, v)
 			if err == nil {
 				first = nil
 				break
@@ -281,24 +318,24 @@ func (c *Contract) validate(s *Schema, v any, path string) error {
 			}
 		}
 		if first != nil {
-			return &ValidationError{path, "must match a schema in anyOf"}
+			return fail("must match a schema in anyOf")
 		}
 	}
 	if len(s.Type) > 0 && !typeMatches(s.Type, v) {
-		return &ValidationError{path, "must be " + strings.Join(s.Type, ",")}
+		return fail("must be " + strings.Join(s.Type, ","))
 	}
 	switch x := v.(type) {
 	case string:
-		return s.validateString(x, path)
+		return s.validateString(x)
 	case json.Number:
-		return s.validateNumber(x, path)
+		return s.validateNumber(x)
 	case []any:
-		return c.validateArray(s, x, path)
+		return c.validateArray(s, x)
 	case map[string]any:
-		return c.validateObject(s, x, path)
+		return c.validateObject(s, x)
 	}
 	if s.Const != nil || len(s.Enum) > 0 {
-		return &ValidationError{path, "must be equal to one of the allowed values"}
+		return fail("must be equal to one of the allowed values")
 	}
 	return nil
 }
@@ -355,9 +392,9 @@ func isInteger(n json.Number) bool {
 	return f == math.Trunc(f) && math.Abs(f) <= maxSafeInteger
 }
 
-func (s *Schema) validateString(x, path string) error {
+func (s *Schema) validateString(x string) error {
 	if s.Const != nil && x != *s.Const {
-		return &ValidationError{path, "must be equal to constant"}
+		return fail("must be equal to constant")
 	}
 	if len(s.Enum) > 0 {
 		found := false
@@ -368,99 +405,109 @@ func (s *Schema) validateString(x, path string) error {
 			}
 		}
 		if !found {
-			return &ValidationError{path, "must be equal to one of the allowed values"}
+			return fail("must be equal to one of the allowed values")
 		}
 	}
 	n := utf8.RuneCountInString(x)
 	if s.MinLength != nil && n < *s.MinLength {
-		return &ValidationError{path, fmt.Sprintf("must NOT have fewer than %d characters", *s.MinLength)}
+		return fail(fmt.Sprintf("must NOT have fewer than %d characters", *s.MinLength))
 	}
 	if s.MaxLength != nil && n > *s.MaxLength {
-		return &ValidationError{path, fmt.Sprintf("must NOT have more than %d characters", *s.MaxLength)}
+		return fail(fmt.Sprintf("must NOT have more than %d characters", *s.MaxLength))
 	}
-	if s.pattern != nil && !s.pattern.MatchString(x) {
-		return &ValidationError{path, fmt.Sprintf("must match pattern %q", s.Pattern)}
+	if s.ascii != nil && !s.ascii.all(x) || s.ascii == nil && s.pattern != nil && !s.pattern.MatchString(x) {
+		return fail(fmt.Sprintf("must match pattern %q", s.Pattern))
 	}
 	return nil
 }
 
-func (s *Schema) validateNumber(x json.Number, path string) error {
+func (s *Schema) validateNumber(x json.Number) error {
 	f, err := strconv.ParseFloat(string(x), 64)
 	if err != nil {
-		return &ValidationError{path, "must be number"}
+		return fail("must be number")
 	}
 	if s.Minimum != nil && f < *s.Minimum {
-		return &ValidationError{path, fmt.Sprintf("must be >= %v", *s.Minimum)}
+		return fail(fmt.Sprintf("must be >= %v", *s.Minimum))
 	}
 	if s.Maximum != nil && f > *s.Maximum {
-		return &ValidationError{path, fmt.Sprintf("must be <= %v", *s.Maximum)}
+		return fail(fmt.Sprintf("must be <= %v", *s.Maximum))
 	}
 	if len(s.Enum) > 0 || s.Const != nil {
-		return &ValidationError{path, "must be equal to one of the allowed values"}
+		return fail("must be equal to one of the allowed values")
 	}
 	return nil
 }
 
-func (c *Contract) validateArray(s *Schema, x []any, path string) error {
+func (c *Contract) validateArray(s *Schema, x []any) error {
 	if s.MinItems != nil && len(x) < *s.MinItems {
-		return &ValidationError{path, fmt.Sprintf("must NOT have fewer than %d items", *s.MinItems)}
+		return fail(fmt.Sprintf("must NOT have fewer than %d items", *s.MinItems))
 	}
 	if s.MaxItems != nil && len(x) > *s.MaxItems {
-		return &ValidationError{path, fmt.Sprintf("must NOT have more than %d items", *s.MaxItems)}
+		return fail(fmt.Sprintf("must NOT have more than %d items", *s.MaxItems))
 	}
 	if s.Items == nil {
 		return nil
 	}
 	for i, el := range x {
-		if err := c.validate(s.Items, el, path+"/"+strconv.Itoa(i)); err != nil {
+		if err := c.validate(s.Items, el); err != nil {
+			return within(err, strconv.Itoa(i))
+		}
+	}
+	return nil
+}
+
+func (c *Contract) validateObject(s *Schema, x map[string]any) error {
+	for _, r := range s.Required {
+		if _, ok := x[r]; !ok {
+			return fail(fmt.Sprintf("must have required property '%s'", r))
+		}
+	}
+	// Members are checked in map order; only when one fails are they
+	// checked again in key order, so that the error reported is always the
+	// first in key order while a valid object costs no sort.
+	for k, v := range x {
+		if err := c.validateMember(s, k, v); err != nil {
+			keys := make([]string, 0, len(x))
+			for k := range x {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				if err := c.validateMember(s, k, x[k]); err != nil {
+					return err
+				}
+			}
 			return err
 		}
 	}
 	return nil
 }
 
-func (c *Contract) validateObject(s *Schema, x map[string]any, path string) error {
-	for _, r := range s.Required {
-		if _, ok := x[r]; !ok {
-			return &ValidationError{path, fmt.Sprintf("must have required property '%s'", r)}
+// validateMember checks the member k: v of an object against s.
+func (c *Contract) validateMember(s *Schema, k string, v any) error {
+	if ps, ok := s.Properties[k]; ok {
+		return withinMember(c.validate(ps, v), k)
+	}
+	matched := false
+	for _, p := range s.patterns {
+		if p.re.MatchString(k) {
+			matched = true
+			if err := c.validate(p.schema, v); err != nil {
+				return withinMember(err, k)
+			}
 		}
 	}
-	keys := make([]string, 0, len(x))
-	for k := range x {
-		keys = append(keys, k)
+	if matched {
+		return nil
 	}
-	sort.Strings(keys) // deterministic first error
-	for _, k := range keys {
-		child := path + "/" + escapePointer(k)
-		if ps, ok := s.Properties[k]; ok {
-			if err := c.validate(ps, x[k], child); err != nil {
-				return err
-			}
-			continue
-		}
-		matched := false
-		for _, p := range s.patterns {
-			if p.re.MatchString(k) {
-				matched = true
-				if err := c.validate(p.schema, x[k], child); err != nil {
-					return err
-				}
-			}
-		}
-		if matched {
-			continue
-		}
-		ap := s.AdditionalProperties
-		switch {
-		case ap == nil:
-			// JSON Schema: additional members are allowed unless forbidden.
-		case !ap.allowed:
-			return unexpectedProperty(path, k)
-		case ap.schema != nil:
-			if err := c.validate(ap.schema, x[k], child); err != nil {
-				return err
-			}
-		}
+	ap := s.AdditionalProperties
+	switch {
+	case ap == nil:
+		// JSON Schema: additional members are allowed unless forbidden.
+	case !ap.allowed:
+		return &ValidationError{unexpected: true, unexpectedKey: k}
+	case ap.schema != nil:
+		return withinMember(c.validate(ap.schema, v), k)
 	}
 	return nil
 }
@@ -468,4 +515,52 @@ func (c *Contract) validateObject(s *Schema, x map[string]any, path string) erro
 func escapePointer(k string) string {
 	k = strings.ReplaceAll(k, "~", "~0")
 	return strings.ReplaceAll(k, "/", "~1")
+}
+
+// asciiClass is the ASCII half of a character class, one bit per byte.
+type asciiClass [2]uint64
+
+// all reports whether every ASCII byte of x is in the class.
+func (c *asciiClass) all(x string) bool {
+	for i := 0; i < len(x); i++ {
+		if b := x[i]; b < utf8.RuneSelf && c[b>>6]&(1<<(b&63)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// starOfClass returns, for a pattern of the form ^[class]*$ whose class
+// holds every rune from U+0080 up (like the contract's SafeText,
+// ^[^|\x00-\x1f\x7f]*$), the class's ASCII half: the pattern then
+// matches exactly the strings whose ASCII bytes are all in it. Bytes from
+// 0x80 up are parts of multi-byte runes, or invalid UTF-8 that regexp reads
+// as U+FFFD; both are in the class. It returns nil for any other pattern.
+func starOfClass(pattern string) *asciiClass {
+	re, err := syntax.Parse(pattern, syntax.Perl)
+	if err != nil {
+		return nil
+	}
+	re = re.Simplify()
+	if re.Op != syntax.OpConcat || len(re.Sub) != 3 ||
+		re.Sub[0].Op != syntax.OpBeginText || re.Sub[2].Op != syntax.OpEndText ||
+		re.Sub[1].Op != syntax.OpStar || re.Sub[1].Sub[0].Op != syntax.OpCharClass {
+		return nil
+	}
+	ranges := re.Sub[1].Sub[0].Rune
+	var c asciiClass
+	upper := false
+	for i := 0; i+1 < len(ranges); i += 2 {
+		lo, hi := ranges[i], ranges[i+1]
+		if lo <= utf8.RuneSelf && hi >= unicode.MaxRune {
+			upper = true
+		}
+		for r := max(lo, 0); r <= hi && r < utf8.RuneSelf; r++ {
+			c[r>>6] |= 1 << (r & 63)
+		}
+	}
+	if !upper {
+		return nil
+	}
+	return &c
 }
