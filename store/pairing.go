@@ -139,18 +139,32 @@ type PairingStore interface {
 	BatchPairing(fn func(tx PairingTx) error) error
 }
 
-// Clone returns a deep copy of d: no slice, map or NodeSurface is shared,
-// and nil stays nil while empty stays empty (as a JSON round trip keeps
-// them).
+// Clone returns a deep copy of d: no slice, map or NodeSurface is shared
+// with d, and nil stays nil while empty stays empty (as a JSON round trip
+// keeps them). The string slices of the device and its tokens share one
+// allocation, each capped at its length so that appending to one copies it.
 func (d PairedDevice) Clone() PairedDevice {
+	n := len(d.Roles) + len(d.Scopes) + len(d.ApprovedScopes)
+	for _, t := range d.Tokens {
+		n += len(t.Scopes)
+	}
+	pool := make([]string, 0, n)
+	take := func(s []string) []string {
+		if s == nil {
+			return nil
+		}
+		start := len(pool)
+		pool = append(pool, s...)
+		return pool[start:len(pool):len(pool)]
+	}
 	c := d
-	c.Roles = slices.Clone(d.Roles)
-	c.Scopes = slices.Clone(d.Scopes)
-	c.ApprovedScopes = slices.Clone(d.ApprovedScopes)
+	c.Roles = take(d.Roles)
+	c.Scopes = take(d.Scopes)
+	c.ApprovedScopes = take(d.ApprovedScopes)
 	if d.Tokens != nil {
 		c.Tokens = make(map[string]DeviceToken, len(d.Tokens))
 		for k, t := range d.Tokens {
-			t.Scopes = slices.Clone(t.Scopes)
+			t.Scopes = take(t.Scopes)
 			c.Tokens[k] = t
 		}
 	}
