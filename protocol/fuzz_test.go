@@ -43,9 +43,13 @@ func transcriptFrames(f testing.TB) [][]byte {
 	return out
 }
 
-// FuzzParseStrict: the strict parser never panics, and whatever it accepts
-// encoding/json accepts too, with the same value.
+// FuzzParseStrict: the strict parser never panics, whatever it accepts
+// encoding/json accepts too, with the same value, and interning (after
+// LoadContract) changes nothing in the result.
 func FuzzParseStrict(f *testing.F) {
+	if _, err := LoadContract(); err != nil {
+		f.Fatal(err)
+	}
 	for _, s := range transcriptFrames(f) {
 		f.Add(s)
 	}
@@ -53,8 +57,13 @@ func FuzzParseStrict(f *testing.F) {
 	f.Add([]byte(`{"a":1,"A":2}`))
 	f.Add([]byte(`[[[[[[[[[[]]]]]]]]]]`))
 	f.Add([]byte(`{"n":1e999}`))
+	f.Add([]byte(`{"type":"req","method":"connect","id":"1","params":{"minProtocol":4,"maxProtocol":3,"x":"4","y":-0,"z":[16,17,"16"]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v, err := ParseStrict(data)
+		plain, perr := parseStrict(data, nil)
+		if (err == nil) != (perr == nil) || err != nil && err.Error() != perr.Error() || !reflect.DeepEqual(v, plain) {
+			t.Fatalf("interning changed the result for %q: %#v, %v; without: %#v, %v", data, v, err, plain, perr)
+		}
 		if err != nil {
 			return
 		}
@@ -207,6 +216,9 @@ func BenchmarkDecodeConnectParams(b *testing.B) {
 // BenchmarkParseStrict parses a real connect frame (the CLI's, from the
 // transcripts).
 func BenchmarkParseStrict(b *testing.B) {
+	if _, err := LoadContract(); err != nil { // as the gateway does first: interning on
+		b.Fatal(err)
+	}
 	frame := []byte(benchConnectFrame)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {

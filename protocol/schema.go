@@ -162,6 +162,7 @@ func LoadContract() (*Contract, error) {
 			return nil, fmt.Errorf("protocol: method %s: unknown ref %s", m, ref)
 		}
 	}
+	internOnce.Do(func() { interned.Store(buildIntern(c)) })
 	return c, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -30,10 +32,18 @@ var (
 // typed decoder later sees. It is a single-pass recursive-descent parser;
 // FuzzParseStrict checks it against encoding/json.
 func ParseStrict(data []byte) (any, error) {
+	return parseStrict(data, interned.Load())
+}
+
+// parseStrict is ParseStrict with the intern table t (nil: none).
+func parseStrict(data []byte, t *internTable) (any, error) {
 	if !utf8.Valid(data) {
 		return nil, fmt.Errorf("%w: invalid UTF-8", ErrNotJSON)
 	}
 	p := parser{data: data}
+	if t != nil {
+		p.strs, p.nums = t.strs, t.nums
+	}
 	p.skipSpace()
 	v, err := p.value(0)
 	if err != nil {
@@ -49,6 +59,73 @@ func ParseStrict(data []byte) (any, error) {
 type parser struct {
 	data []byte
 	pos  int
+	strs map[string]any // interned strings and numbers (internTable); nil
+	nums map[string]any // before LoadContract
+}
+
+// internTable holds the strings that recur in every frame, boxed as the
+// values ParseStrict returns: the contract's property names, enum and const
+// values and method names (strs), and small integers as json.Number (nums).
+// A string or number found in it costs the parser no allocation.
+// LoadContract fills it once; until then nothing is interned (the result is
+// the same either way).
+type internTable struct{ strs, nums map[string]any }
+
+var (
+	interned   atomic.Pointer[internTable]
+	internOnce sync.Once
+)
+
+// maxInternLen bounds the strings worth interning.
+const maxInternLen = 64
+
+// buildIntern collects the contract's recurring strings.
+func buildIntern(c *Contract) *internTable {
+	t := &internTable{strs: make(map[string]any), nums: make(map[string]any)}
+	add := func(s string) {
+		if len(s) <= maxInternLen {
+			t.strs[s] = s
+		}
+	}
+	seen := make(map[*Schema]bool)
+	var walk func(s *Schema)
+	walk = func(s *Schema) {
+		if s == nil || seen[s] {
+			return
+		}
+		seen[s] = true
+		for k, ps := range s.Properties {
+			add(k)
+			walk(ps)
+		}
+		for _, e := range s.Enum {
+			add(e)
+		}
+		if s.Const != nil {
+			add(*s.Const)
+		}
+		walk(s.Items)
+		for _, ps := range s.PatternProperties {
+			walk(ps)
+		}
+		for _, a := range s.AnyOf {
+			walk(a)
+		}
+		if s.AdditionalProperties != nil {
+			walk(s.AdditionalProperties.schema)
+		}
+	}
+	for _, d := range c.root.Definitions {
+		walk(d)
+	}
+	for m := range c.root.Methods {
+		add(m)
+	}
+	for i := 0; i <= 16; i++ {
+		n := strconv.Itoa(i)
+		t.nums[n] = json.Number(n)
+	}
+	return t
 }
 
 func (p *parser) errorf(format string, args ...any) error {
@@ -79,7 +156,11 @@ func (p *parser) value(depth int) (any, error) {
 	case c == '[':
 		return p.array(depth)
 	case c == '"':
-		return p.str()
+		s, boxed, err := p.scanString()
+		if boxed != nil {
+			return boxed, err
+		}
+		return s, err
 	case c == 't':
 		return true, p.literal("true")
 	case c == 'f':
@@ -194,21 +275,33 @@ func (p *parser) array(depth int) (any, error) {
 
 // str parses a string starting at the opening quote.
 func (p *parser) str() (string, error) {
+	s, _, err := p.scanString()
+	return s, err
+}
+
+// scanString parses a string starting at the opening quote; boxed is the
+// interned value when the string is one (then s is that string too).
+func (p *parser) scanString() (s string, boxed any, err error) {
 	p.pos++ // '"'
 	start := p.pos
 	// Fast path: no escapes.
 	for p.pos < len(p.data) {
 		c := p.data[p.pos]
 		if c == '"' {
-			s := string(p.data[start:p.pos])
+			raw := p.data[start:p.pos]
 			p.pos++
-			return s, nil
+			if len(raw) <= maxInternLen {
+				if b, ok := p.strs[string(raw)]; ok {
+					return b.(string), b, nil
+				}
+			}
+			return string(raw), nil, nil
 		}
 		if c == '\\' {
 			break
 		}
 		if c < 0x20 {
-			return "", p.errorf("control character in string")
+			return "", nil, p.errorf("control character in string")
 		}
 		p.pos++
 	}
@@ -219,9 +312,9 @@ func (p *parser) str() (string, error) {
 		switch {
 		case c == '"':
 			p.pos++
-			return string(buf), nil
+			return string(buf), nil, nil
 		case c < 0x20:
-			return "", p.errorf("control character in string")
+			return "", nil, p.errorf("control character in string")
 		case c != '\\':
 			buf = append(buf, c)
 			p.pos++
@@ -249,7 +342,7 @@ func (p *parser) str() (string, error) {
 		case 'u':
 			r, ok := p.hex4()
 			if !ok {
-				return "", p.errorf("bad \\u escape")
+				return "", nil, p.errorf("bad \\u escape")
 			}
 			if utf16.IsSurrogate(r) {
 				// A valid pair combines; anything else becomes U+FFFD,
@@ -269,10 +362,10 @@ func (p *parser) str() (string, error) {
 			}
 			buf = utf8.AppendRune(buf, r)
 		default:
-			return "", p.errorf("bad escape")
+			return "", nil, p.errorf("bad escape")
 		}
 	}
-	return "", p.errorf("unterminated string")
+	return "", nil, p.errorf("unterminated string")
 }
 
 func (p *parser) hex4() (rune, bool) {
@@ -320,6 +413,9 @@ func (p *parser) number() (any, error) {
 		if digits() == 0 {
 			return nil, p.errorf("bad number")
 		}
+	}
+	if b, ok := p.nums[string(p.data[start:p.pos])]; ok {
+		return b, nil
 	}
 	return json.Number(p.data[start:p.pos]), nil
 }
