@@ -257,8 +257,7 @@ func (s *Server) tickLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.pingAll()
-		s.bus.broadcast(protocol.EventTick, protocol.TickPayload{Ts: s.nowMs()}, nil, nil)
+		s.tickAll()
 		s.dedupe.sweep()
 		n++
 		if n%healthEvery == 0 {
@@ -267,22 +266,24 @@ func (s *Server) tickLoop(ctx context.Context) {
 	}
 }
 
-// pingAll asks every authenticated connection's writer to send a ping. It
-// never writes itself: a peer that does not read holds its own writer for
-// up to writeTimeout, and a write from here would hold the tick loop, and
-// with it every other client's ticks and pings, just as long. The flag is
-// set without waking the writer: the tick broadcast that follows queues a
-// frame on every authenticated connection, and that wakes it (one writer
-// start per connection per tick, not two). A connection that takes no tick
-// is closing and needs no ping.
-func (s *Server) pingAll() {
+// tickAll sends every authenticated connection a ping and the tick event.
+// Both go out in one non-blocking write where nothing else is queued for
+// the connection (queueFrame), so an idle connection needs no goroutine
+// for its tick, and its peer's pong is taken by the poller (takePong).
+// Otherwise the tick is queued and the connection's writer sends the
+// ping: the tick loop never writes to a socket that could block, because
+// a peer that does not read would then hold everyone's ticks and pings.
+func (s *Server) tickAll() {
+	raw := mustJSON(protocol.TickPayload{Ts: s.nowMs()})
 	for _, c := range s.snapshotConns() {
 		if c.Session() == nil {
 			continue
 		}
-		c.mu.Lock()
-		c.pingDue = true
-		c.mu.Unlock()
+		c.queueFrame(true, func() []byte {
+			c.seq++
+			seq := c.seq
+			return encodeEvent(protocol.EventTick, raw, &seq, nil)
+		})
 	}
 }
 

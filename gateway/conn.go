@@ -46,8 +46,17 @@ type Conn struct {
 	// The writer goroutine runs only while there is something to send:
 	// signal starts it, it exits once the queue is empty, so an idle
 	// connection holds no writer stack. At most one runs at a time.
-	writing   bool
-	pingDue   bool // the tick asked for a ping; the writer sends it
+	writing bool
+	pingDue bool // the tick asked for a ping; the writer sends it
+	// direct: the socket may be written without a writer (writeDirect).
+	// pending holds the unwritten rest of such a write; the writer sends
+	// it before anything else.
+	direct  bool
+	pending []byte
+	// wmu is held by every write of the socket through the WebSocket
+	// (frames, pings, pongs, close frames); a direct write is made only
+	// when TryLock gets it, so the two never interleave.
+	wmu       sync.Mutex
 	noWriter  bool // the reader has ended; end() finishes the close
 	closeSent bool // the close frame went out (or the socket was closed)
 	writers   sync.WaitGroup
@@ -122,12 +131,42 @@ func (c *Conn) enqueueEvent(name string, payload json.RawMessage, sv *protocol.S
 
 // enqueueFrame queues the frame build returns; build runs under c.mu.
 func (c *Conn) enqueueFrame(build func() []byte) bool {
+	return c.queueFrame(false, build)
+}
+
+// queueFrame sends the frame build returns, preceded by a ping if ping is
+// set. When nothing is queued and no writer runs, the frame is written to
+// the socket at once without blocking (writeDirect), which is the common
+// case for responses, events and ticks; otherwise it joins the queue and
+// a writer is started. build runs under c.mu.
+func (c *Conn) queueFrame(ping bool, build func() []byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return false
 	}
 	frame := build()
+	if c.direct && !c.writing && len(c.queue) == 0 && c.pending == nil && !c.pingDue && c.poll.state != pollGone {
+		switch c.writeDirect(ping, frame) {
+		case directDone:
+			c.mu.Unlock()
+			return true
+		case directBroken:
+			c.closeSent = true // nothing more can be written
+			c.mu.Unlock()
+			c.cancel()
+			c.closeSocket()
+			return false
+		case directPartial:
+			c.mu.Unlock()
+			c.signal() // the writer sends the rest (c.pending)
+			return true
+		}
+		// directBusy: queue it.
+	}
+	if ping {
+		c.pingDue = true
+	}
 	if c.queued+len(frame) > c.srv.opts.MaxBufferedBytes {
 		c.mu.Unlock()
 		c.srv.metrics.slowConsumers.Add(1)
@@ -154,6 +193,7 @@ func (c *Conn) signal() {
 	}
 	c.mu.Unlock()
 	if start {
+		c.srv.metrics.writerStarts.Add(1)
 		go func() {
 			defer c.srv.wg.Done()
 			defer c.writers.Done()
@@ -206,11 +246,11 @@ func (c *Conn) abort(code int, reason string) {
 func (c *Conn) writeLoop() {
 	for {
 		c.mu.Lock()
-		batch := c.queue
-		c.queue, c.queued = nil, 0
+		batch, pending := c.queue, c.pending
+		c.queue, c.queued, c.pending = nil, 0, nil
 		closing, ping := c.closing, c.pingDue
 		c.pingDue = false
-		if len(batch) == 0 && !closing && !ping || c.ctx.Err() != nil && !closing {
+		if len(batch) == 0 && pending == nil && !closing && !ping || c.ctx.Err() != nil && !closing {
 			// Nothing to send, or the reader has ended and its
 			// finishClose takes over. After closeAfterFlush the
 			// batch still goes out before the close frame, even if
@@ -220,22 +260,26 @@ func (c *Conn) writeLoop() {
 			return
 		}
 		c.mu.Unlock()
+		if pending != nil && !c.writeRest(pending) {
+			return
+		}
 		if ping && !closing && !c.aborted.Load() {
 			// Only this connection's writer waits on its peer: a ping to
-			// a peer that does not read delays no one else (pingAll).
+			// a peer that does not read delays no one else (tickAll).
+			c.wmu.Lock()
 			_ = c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout))
+			c.wmu.Unlock()
 		}
 		for _, frame := range batch {
 			if c.aborted.Load() {
 				break
 			}
+			c.wmu.Lock()
 			_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if err := c.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-				c.mu.Lock()
-				c.closeSent = true // nothing more can be written
-				c.mu.Unlock()
-				c.cancel()
-				c.closeSocket()
+			err := c.ws.WriteMessage(websocket.TextMessage, frame)
+			c.wmu.Unlock()
+			if err != nil {
+				c.writeFailed()
 				return
 			}
 		}
@@ -244,6 +288,31 @@ func (c *Conn) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeRest sends the unwritten rest of a direct write. It is whole frames
+// to the peer only together with what writeDirect wrote, so it goes out
+// even if the connection is being aborted.
+func (c *Conn) writeRest(b []byte) bool {
+	nc := c.ws.NetConn()
+	c.wmu.Lock()
+	_ = nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := nc.Write(b)
+	c.wmu.Unlock()
+	if err != nil {
+		c.writeFailed()
+		return false
+	}
+	return true
+}
+
+// writeFailed ends a connection whose socket could not be written.
+func (c *Conn) writeFailed() {
+	c.mu.Lock()
+	c.closeSent = true // nothing more can be written
+	c.mu.Unlock()
+	c.cancel()
+	c.closeSocket()
 }
 
 // sendClose sends the requested close frame once, then waits for the
@@ -283,7 +352,9 @@ func (c *Conn) finishClose() {
 func (c *Conn) writeClose(code int, reason string) {
 	// The close frame can wait behind megabytes a slow consumer that
 	// resumed reading has still to take: writeTimeout, as for any frame.
+	c.wmu.Lock()
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeTimeout))
+	c.wmu.Unlock()
 	deadline := time.Now().Add(time.Second)
 	// The reader sees the peer's answering close frame and returns; the
 	// read deadline bounds that wait for peers that never answer.

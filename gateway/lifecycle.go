@@ -46,6 +46,7 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, 
 	c.poll.fd = -1
 	if s.poll.Load() != nil && br != nil {
 		c.poll.fd = int32(connFD(ws.NetConn()))
+		c.direct = c.poll.fd >= 0
 	}
 	c.log = slog.New(connLogHandler{s.log.Handler(), c})
 	if !s.addConn(c) {
@@ -57,6 +58,7 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, 
 	}
 	ws.SetReadLimit(protocol.MaxPreauthPayload)
 	ws.SetPingHandler(c.onPing)
+	ws.SetCloseHandler(c.onClose)
 	_ = ws.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 	c.challengeTs = s.nowMs()
 	c.send(protocol.Event{Type: protocol.TypeEvent, Event: protocol.EventChallenge,
@@ -116,6 +118,7 @@ func (h connLogHandler) WithGroup(name string) slog.Handler {
 // has made it the only reader (the handshake is over, or it took the
 // connection out of the poller).
 func (c *Conn) startReader() {
+	c.srv.metrics.readerStarts.Add(1)
 	c.srv.wg.Add(1)
 	go func() {
 		defer c.srv.wg.Done()
@@ -164,10 +167,21 @@ func (c *Conn) onPing(data string) error {
 	case c.pings > maxPingsPerSecond:
 		return nil
 	}
+	c.wmu.Lock()
 	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), now.Add(time.Second))
+	c.wmu.Unlock()
 	if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
 		return err
 	}
+	return nil
+}
+
+// onClose answers the peer's close frame with the same code, as gorilla's
+// default handler does, but under wmu (writeDirect).
+func (c *Conn) onClose(code int, _ string) error {
+	c.wmu.Lock()
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+	c.wmu.Unlock()
 	return nil
 }
 

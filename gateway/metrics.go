@@ -183,6 +183,10 @@ func (s *Server) writeMetrics(w io.Writer) {
 	p.single("clawgate_slow_consumer_closes_total", "counter",
 		"Connections closed because their bounded event queue overflowed; their queued events were dropped.",
 		float64(m.slowConsumers.Load()))
+	p.family("clawgate_goroutine_starts_total", "counter",
+		"Per-connection goroutines started: readers after the handshake, for input a parked connection's poller does not take itself; writers for frames the socket could not take at once, and for close frames.")
+	p.sample("clawgate_goroutine_starts_total", []string{"kind", "reader"}, float64(m.readerStarts.Load()))
+	p.sample("clawgate_goroutine_starts_total", []string{"kind", "writer"}, float64(m.writerStarts.Load()))
 
 	s.writeProviderMetrics(p)
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 )
 
 // An idle authenticated connection holds no goroutine where the socket can
@@ -141,6 +142,62 @@ func (c *Conn) readControl() bool {
 		c.closeSocket() // the pong could not be written: the socket is gone
 	}
 	return true
+}
+
+// directResult is what a direct write did.
+type directResult uint8
+
+const (
+	directBusy    directResult = iota // nothing written; queue the frame
+	directDone                        // all written
+	directPartial                     // part written; the rest is in c.pending
+	directBroken                      // the socket cannot be written
+)
+
+// maxDirectFrame bounds the frames writeDirect takes; larger ones go
+// through the writer.
+const maxDirectFrame = 32 << 10
+
+var directBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// writeDirect writes frame (a text message), after a ping if ping is set,
+// to the socket with one non-blocking write on the caller's goroutine,
+// instead of starting a writer goroutine for it. c.mu is held; no writer
+// runs and nothing is queued. What the socket did not take is kept in
+// c.pending for the writer. wmu keeps the write from interleaving with a
+// pong or close frame the reader is writing; gorilla's own close frames
+// for protocol errors bypass it, but those end the connection.
+func (c *Conn) writeDirect(ping bool, frame []byte) directResult {
+	if len(frame) > maxDirectFrame || !c.wmu.TryLock() {
+		return directBusy
+	}
+	defer c.wmu.Unlock()
+	bp := directBufs.Get().(*[]byte)
+	b := (*bp)[:0]
+	if ping {
+		b = append(b, 0x89, 0) // FIN ping, no payload (servers do not mask)
+	}
+	b = append(b, 0x81) // FIN text
+	if n := len(frame); n < 126 {
+		b = append(b, byte(n))
+	} else { // n <= maxDirectFrame < 1<<16
+		b = append(b, 126, byte(n>>8), byte(n))
+	}
+	b = append(b, frame...)
+	n, err := rawWrite(int(c.poll.fd), b)
+	res := directDone
+	switch {
+	case err != nil && n == 0 && isAgain(err):
+		res = directBusy
+	case err != nil && n == 0:
+		res = directBroken
+	case n < len(b):
+		c.pending = bytes.Clone(b[n:])
+		res = directPartial
+	}
+	*bp = b[:0]
+	directBufs.Put(bp)
+	return res
 }
 
 // hijackReader wraps the upgrade's ResponseWriter so the connection reads

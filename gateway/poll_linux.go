@@ -86,13 +86,7 @@ func (p *poller) arm(c *Conn) error {
 		p.slots[p.next] = c
 		p.mu.Unlock()
 	}
-	c.poll.gen++
-	ev := unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
-		Fd:     int32(c.poll.slot),
-		Pad:    int32(c.poll.gen),
-	}
-	if err := unix.EpollCtl(p.epfd, op, int(c.poll.fd), &ev); err != nil {
+	if err := p.ctl(c, op); err != nil {
 		if op == unix.EPOLL_CTL_ADD {
 			p.mu.Lock()
 			delete(p.slots, c.poll.slot)
@@ -103,6 +97,56 @@ func (p *poller) arm(c *Conn) error {
 	c.poll.registered = true
 	p.parked.Add(1)
 	return nil
+}
+
+// ctl adds or re-arms c's socket for one readiness event, tagged with the
+// next arming gen; c.mu is held.
+func (p *poller) ctl(c *Conn, op int) error {
+	ev := unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
+		Fd:     int32(c.poll.slot),
+		Pad:    int32(c.poll.gen + 1),
+	}
+	if err := unix.EpollCtl(p.epfd, op, int(c.poll.fd), &ev); err != nil {
+		return err
+	}
+	c.poll.gen++
+	return nil
+}
+
+// takePong consumes a pong that woke a parked connection without starting
+// a reader: every peer answers the ping each tick brings, and a goroutine
+// per answer is most of what an idle connection would cost. It peeks at
+// the socket (the connection's read buffer is empty while it is parked)
+// and takes the bytes only when they begin with a whole masked pong with
+// a short payload; then it re-arms the read deadline, as gorilla's pong
+// handler does, and the poller. Anything else (data, a ping, a close, a
+// partial frame) returns false and gets a reader.
+func (p *poller) takePong(c *Conn, gen uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.poll.state != pollParked || gen != c.poll.gen {
+		return false
+	}
+	var b [16]byte
+	fd := int(c.poll.fd)
+	n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if err != nil || n < 6 {
+		return false
+	}
+	// FIN, no RSV bits, pong; masked, at most 10 payload bytes.
+	size := 6 + int(b[1]&0x7f)
+	if b[0] != 0x8a || b[1]&0x80 == 0 || size > n {
+		return false
+	}
+	if m, err := unix.Read(fd, b[:size]); err != nil || m != size {
+		return false // cannot happen for peeked bytes; the reader sorts it out
+	}
+	c.armReadDeadline()
+	if err := p.ctl(c, unix.EPOLL_CTL_MOD); err != nil {
+		return false // still parked for gen: the caller starts the reader
+	}
+	return true
 }
 
 // remove deregisters c's socket, which is still open; c.mu is held.
@@ -135,9 +179,13 @@ func (p *poller) run() {
 			p.mu.Lock()
 			c := p.slots[uint32(ev.Fd)]
 			p.mu.Unlock()
-			if c != nil {
-				c.unpark(uint32(ev.Pad), true)
+			if c == nil {
+				continue
 			}
+			if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) == 0 && p.takePong(c, uint32(ev.Pad)) {
+				continue
+			}
+			c.unpark(uint32(ev.Pad), true)
 		}
 		if now := time.Now(); now.Sub(last) >= p.every {
 			last = now
@@ -169,3 +217,17 @@ func (p *poller) close() {
 	<-p.done
 	_ = unix.Close(p.epfd)
 }
+
+// rawWrite writes b to a non-blocking socket once (retrying only on
+// EINTR); n is what the socket took.
+func rawWrite(fd int, b []byte) (int, error) {
+	for {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		return max(n, 0), err
+	}
+}
+
+func isAgain(err error) bool { return err == unix.EAGAIN }

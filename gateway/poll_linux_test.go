@@ -4,9 +4,11 @@ package gateway
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -251,5 +253,118 @@ func TestPollThousandIdle(t *testing.T) {
 		if code, _, _ := w.closed(10 * time.Second); code != protocol.CloseServiceRestart {
 			t.Fatalf("conn %d: close %d, want 1012", i, code)
 		}
+	}
+}
+
+// Ticks reach an idle connection without a goroutine: the ping and the
+// tick go out in one write from the tick loop, and the peer's pong is
+// taken by the poller, which re-arms the read deadline. The connection
+// outlives several read deadlines on pongs alone, every tick arrives
+// with the next seq, and no writer is started. A reader may be, when a
+// stall of the loaded test machine delays a pong past the read deadline
+// (the poller then wakes the connection), but not one per pong.
+func TestPollTickNeedsNoGoroutine(t *testing.T) {
+	t.Parallel()
+	const tick = 100 * time.Millisecond
+	g := startGateway(t, func(o *Options) { o.TickInterval = tick })
+	w := g.authed(t, "")
+	waitFor(t, "parked", func() bool { return g.parked() == 1 })
+	c := g.srv.snapshotConns()[0]
+	writers, readers := g.srv.metrics.writerStarts.Load(), g.srv.metrics.readerStarts.Load()
+
+	// 3 s is more than ten read deadlines (2.5 ticks each).
+	var lastSeq float64
+	ticks, pings := 0, 0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		op, p, err := w.read(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d ticks: %v", ticks, err)
+		}
+		switch op {
+		case opPing:
+			pings++
+			if err := w.frame(finBit|opPong, p); err != nil {
+				t.Fatal(err)
+			}
+		case opText:
+			var f map[string]any
+			if err := json.Unmarshal(p, &f); err != nil {
+				t.Fatalf("not JSON: %.200q", p)
+			}
+			seq, _ := f["seq"].(float64)
+			if lastSeq != 0 && seq != lastSeq+1 {
+				t.Fatalf("%v seq %v after %v", f["event"], seq, lastSeq)
+			}
+			lastSeq = seq
+			if f["event"] == protocol.EventTick {
+				ticks++
+			}
+		case opClose:
+			t.Fatalf("closed after %d ticks: %s", ticks, closeString(p))
+		}
+	}
+	if ticks < 10 || pings < ticks-1 {
+		t.Fatalf("%d ticks and %d pings in 3 s at a %v tick", ticks, pings, tick)
+	}
+	waitFor(t, "parked", func() bool { return g.parked() == 1 })
+	if n := g.srv.metrics.writerStarts.Load() - writers; n != 0 {
+		t.Errorf("%d writer goroutines started for %d ticks", n, ticks)
+	}
+	if n := g.srv.metrics.readerStarts.Load() - readers; n > int64(pings/4) {
+		t.Errorf("%d reader goroutines started for %d pongs", n, pings)
+	}
+	if g.srv.ConnCount() != 1 || c.isClosing() {
+		t.Fatal("connection ended on pongs alone")
+	}
+}
+
+// A peer that stops reading fills its socket: a direct write then leaves
+// a frame half written (or not at all), and the writer finishes it before
+// anything queued after it. When the peer reads again, every frame
+// arrives whole and in seq order.
+func TestDirectWriteFullSocket(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, func(o *Options) { o.MaxBufferedBytes = 4 << 20 })
+	w := g.authed(t, "")
+	waitFor(t, "parked", func() bool { return g.parked() == 1 })
+	c := g.srv.snapshotConns()[0]
+	writers := g.srv.metrics.writerStarts.Load()
+
+	payload := mustJSON(map[string]string{"pad": strings.Repeat("x", 9000)})
+	sent, partial := 0, false
+	for g.srv.metrics.writerStarts.Load() == writers {
+		c.mu.Lock()
+		direct := !c.writing && c.pending == nil
+		c.mu.Unlock()
+		if !direct {
+			break
+		}
+		if !c.enqueueEvent("test.fill", payload, nil) {
+			t.Fatalf("enqueue refused after %d frames", sent)
+		}
+		sent++
+		c.mu.Lock()
+		partial = partial || c.pending != nil
+		c.mu.Unlock()
+		if sent > 100000 {
+			t.Fatal("socket never filled")
+		}
+	}
+	// Frames queued behind the writer go out after the held-back one.
+	for range 20 {
+		if !c.enqueueEvent("test.fill", payload, nil) {
+			t.Fatal("enqueue refused behind the writer")
+		}
+		sent++
+	}
+	t.Logf("socket full after %d frames (partial write: %v)", sent-20, partial)
+	for i := 1; i <= sent; i++ {
+		f := w.jsonWithin(10 * time.Second)
+		if f["event"] != "test.fill" || f["seq"] != float64(i) {
+			t.Fatalf("frame %d: event %v seq %v", i, f["event"], f["seq"])
+		}
+	}
+	if f := w.request("after", "health"); f["ok"] != true {
+		t.Fatalf("health after the backlog: %v", f)
 	}
 }

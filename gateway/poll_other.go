@@ -22,3 +22,6 @@ func (p *poller) arm(*Conn) error { return errors.New("no poller on this platfor
 func (p *poller) remove(*Conn)    {}
 func (p *poller) unparked()       {}
 func (p *poller) close()          {}
+
+func rawWrite(int, []byte) (int, error) { return 0, errors.New("no direct writes on this platform") }
+func isAgain(error) bool                { return false }

@@ -204,7 +204,7 @@ func (w *wire) jsonWithin(within time.Duration) map[string]any {
 		}
 		var m map[string]any
 		if err := json.Unmarshal(p, &m); err != nil {
-			w.t.Fatalf("not JSON: %q", p)
+			w.t.Fatalf("not JSON: %.200q", p)
 		}
 		return m
 	}

@@ -166,6 +166,8 @@ type metrics struct {
 	handshakesFailed atomic.Int64
 	authFailures     atomic.Int64
 	slowConsumers    atomic.Int64
+	writerStarts     atomic.Int64           // writer goroutines started (queued frames)
+	readerStarts     atomic.Int64           // reader goroutines started after the handshake
 	accepted         [maxPaths]atomic.Int64 // TCP connections, by authn.Path
 }
 
