@@ -275,14 +275,16 @@ func (s *Server) tickLoop(ctx context.Context) {
 // a peer that does not read would then hold everyone's ticks and pings.
 func (s *Server) tickAll() {
 	raw := mustJSON(protocol.TickPayload{Ts: s.nowMs()})
+	var buf []byte // each frame is built here; queueFrame copies it if queued
 	for _, c := range s.snapshotConns() {
 		if c.Session() == nil {
 			continue
 		}
-		c.queueFrame(true, func() []byte {
+		c.queueFrame(true, true, func() []byte {
 			c.seq++
 			seq := c.seq
-			return encodeEvent(protocol.EventTick, raw, &seq, nil)
+			buf = appendEvent(buf[:0], protocol.EventTick, raw, &seq, nil)
+			return buf
 		})
 	}
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -131,15 +132,16 @@ func (c *Conn) enqueueEvent(name string, payload json.RawMessage, sv *protocol.S
 
 // enqueueFrame queues the frame build returns; build runs under c.mu.
 func (c *Conn) enqueueFrame(build func() []byte) bool {
-	return c.queueFrame(false, build)
+	return c.queueFrame(false, false, build)
 }
 
 // queueFrame sends the frame build returns, preceded by a ping if ping is
 // set. When nothing is queued and no writer runs, the frame is written to
 // the socket at once without blocking (writeDirect), which is the common
 // case for responses, events and ticks; otherwise it joins the queue and
-// a writer is started. build runs under c.mu.
-func (c *Conn) queueFrame(ping bool, build func() []byte) bool {
+// a writer is started. build runs under c.mu. With scratch set, the
+// frame is in a buffer the caller reuses, and is copied if it is queued.
+func (c *Conn) queueFrame(ping, scratch bool, build func() []byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -163,6 +165,9 @@ func (c *Conn) queueFrame(ping bool, build func() []byte) bool {
 			return true
 		}
 		// directBusy: queue it.
+	}
+	if scratch {
+		frame = bytes.Clone(frame)
 	}
 	if ping {
 		c.pingDue = true
@@ -392,7 +397,12 @@ func encodeEvent(name string, payload json.RawMessage, seq *uint64, sv *protocol
 		b, _ := json.Marshal(ev)
 		return b
 	}
-	b := make([]byte, 0, len(payload)+len(name)+96)
+	return appendEvent(make([]byte, 0, len(payload)+len(name)+96), name, payload, seq, sv)
+}
+
+// appendEvent appends the frame encodeEvent builds to b; name needs no
+// escaping (plainEventName).
+func appendEvent(b []byte, name string, payload json.RawMessage, seq *uint64, sv *protocol.StateVersion) []byte {
 	b = append(b, `{"type":"event","event":"`...)
 	b = append(b, name...)
 	b = append(b, '"')

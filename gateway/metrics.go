@@ -187,6 +187,9 @@ func (s *Server) writeMetrics(w io.Writer) {
 		"Per-connection goroutines started: readers after the handshake, for input a parked connection's poller does not take itself; writers for frames the socket could not take at once, and for close frames.")
 	p.sample("clawgate_goroutine_starts_total", []string{"kind", "reader"}, float64(m.readerStarts.Load()))
 	p.sample("clawgate_goroutine_starts_total", []string{"kind", "writer"}, float64(m.writerStarts.Load()))
+	p.single("clawgate_memory_trims_total", "counter",
+		"Times the gateway, quiet after a burst, returned freed heap memory to the OS.",
+		float64(m.memoryTrims.Load()))
 
 	s.writeProviderMetrics(p)
 
@@ -201,6 +204,11 @@ func (s *Server) writeMetrics(w io.Writer) {
 	runtime.ReadMemStats(&ms)
 	p.single("go_goroutines", "gauge", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
 	p.single("go_memstats_heap_alloc_bytes", "gauge", "Number of heap bytes allocated and still in use.", float64(ms.HeapAlloc))
+	p.single("go_memstats_heap_inuse_bytes", "gauge", "Number of heap bytes in in-use spans.", float64(ms.HeapInuse))
+	p.single("go_memstats_heap_idle_bytes", "gauge", "Number of heap bytes in idle spans (waiting to be used or returned to the OS).", float64(ms.HeapIdle))
+	p.single("go_memstats_heap_released_bytes", "gauge", "Number of heap bytes returned to the OS.", float64(ms.HeapReleased))
+	p.single("go_memstats_stack_inuse_bytes", "gauge", "Number of bytes in stack spans.", float64(ms.StackInuse))
+	p.single("go_memstats_next_gc_bytes", "gauge", "Heap size at which the next garbage collection starts.", float64(ms.NextGC))
 	p.single("go_memstats_sys_bytes", "gauge", "Number of bytes obtained from the OS.", float64(ms.Sys))
 	if rss := readRSS(); rss > 0 {
 		p.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", float64(rss))

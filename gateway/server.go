@@ -73,6 +73,10 @@ type Options struct {
 	Now              func() time.Time
 	TickInterval     time.Duration
 	HandshakeTimeout time.Duration
+	// TrimInterval is how often the gateway checks whether to return
+	// memory a burst of connections left behind to the OS (memtrim.go);
+	// 0 means 5 s, negative never.
+	TrimInterval     time.Duration
 	MaxBufferedBytes int
 	MaxPreauthPerIP  int // pre-auth sockets per remote IP
 	MaxConns         int // all sockets
@@ -115,6 +119,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.TickInterval <= 0 {
 		o.TickInterval = protocol.TickIntervalMs * time.Millisecond
+	}
+	if o.TrimInterval == 0 {
+		o.TrimInterval = 5 * time.Second
 	}
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = handshakeTimeoutFromEnv()
@@ -168,6 +175,7 @@ type metrics struct {
 	slowConsumers    atomic.Int64
 	writerStarts     atomic.Int64           // writer goroutines started (queued frames)
 	readerStarts     atomic.Int64           // reader goroutines started after the handshake
+	memoryTrims      atomic.Int64           // freed memory returned to the OS (memtrim.go)
 	accepted         [maxPaths]atomic.Int64 // TCP connections, by authn.Path
 }
 
@@ -234,6 +242,10 @@ func (s *Server) Serve(ctx context.Context, listeners ...Listener) error {
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.tickLoop(bgCtx) }()
+	if s.opts.TrimInterval > 0 {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.trimLoop(bgCtx) }()
+	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.bus.presenceLoop(bgCtx) }()
 	stopAgents := s.startAgents()
