@@ -117,3 +117,20 @@ func BenchmarkHelloOK(b *testing.B) {
 		}
 	})
 }
+
+// FuzzAppendJSONString: hello-ok's string encoder writes exactly what
+// encoding/json writes, for any string.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", `<a href="x">&'</a>`, "é\u2028\u2029\x01\x7f\b\f\n\r\t\\\"", "\xff\xfe a", "\U0001F600"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Fatalf("%q: got %s, want %s", s, got[1:], want)
+		}
+	})
+}
