@@ -30,6 +30,12 @@ type connectAttempt struct {
 	scopes   []string
 	token    string // freshly minted device token for hello-ok, if any
 	issuedAt int64
+
+	// checked: the pairing decision (or its error) was taken while the
+	// device token was verified, in the same read (authenticateDeviceToken).
+	checked bool
+	dec     pairing.Decision
+	decErr  error
 }
 
 // handshake reads the first frame and runs the connect pipeline, in the
@@ -275,8 +281,11 @@ func (c *Conn) authenticateDeviceToken(a *connectAttempt, token string, sharedKe
 	if retry, locked := lim.Check(key, now); locked {
 		return c.rateLimited(retry)
 	}
-	err := c.srv.opts.Pairing.VerifyDeviceToken(a.device.ID, a.role, candidate, p.Scopes)
-	if err == nil {
+	// Check verifies the token first, as VerifyDeviceToken would, and in the
+	// same read takes the pairing decision that pair acts on.
+	dec, err := c.srv.opts.Pairing.Check(c.connectInfo(a, c.silentPairingAllowed(), candidate))
+	if !errors.Is(err, pairing.ErrTokenUnverified) {
+		a.checked, a.dec, a.decErr = true, dec, err
 		lim.Succeed(key)
 		a.method = "device-token"
 		a.scopes = slices.Clone(p.Scopes)
@@ -331,17 +340,10 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 	if a.device == nil || pm == nil {
 		return nil
 	}
-	p := &a.params
-	arr := c.authnArrival()
-	dec, err := pm.Check(pairing.ConnectInfo{
-		DeviceID: a.device.ID, PublicKey: authn.EncodePublicKey(a.device.PublicKey),
-		Role: a.role, Scopes: p.Scopes, ClientID: p.Client.ID, ClientMode: p.Client.Mode,
-		Platform: p.Client.Platform, DeviceFamily: p.Client.DeviceFamily, DisplayName: p.Client.DisplayName,
-		RemoteIP:      c.arrival.Remote.Addr().Unmap().String(),
-		ClientKey:     authn.NewLimitKey(authn.LimitSharedSecret, arr).String(),
-		SilentAllowed: c.silentPairingAllowed() || a.method == "bootstrap-token",
-		IssueToken:    true, // hello-ok's token, if one is due, is minted in Check's transaction
-	})
+	dec, err := a.dec, a.decErr
+	if !a.checked {
+		dec, err = pm.Check(c.connectInfo(a, c.silentPairingAllowed() || a.method == "bootstrap-token", ""))
+	}
 	switch {
 	case errors.Is(err, pairing.ErrTooManyPending):
 		return &protocol.Error{Code: protocol.ErrUnavailable, Message: "too many pending pairing requests; approve or reject some first",
@@ -383,6 +385,22 @@ func (c *Conn) pair(a *connectAttempt) *protocol.Error {
 	// or already held (the device keeps using it).
 	a.token, a.issuedAt = dec.Token.Token, dec.Token.IssuedAtMs
 	return nil
+}
+
+// connectInfo is what pairing.Check needs to know about this connect;
+// deviceToken, when not "", is a device token for Check to verify first.
+func (c *Conn) connectInfo(a *connectAttempt, silent bool, deviceToken string) pairing.ConnectInfo {
+	p := &a.params
+	return pairing.ConnectInfo{
+		DeviceID: a.device.ID, PublicKey: authn.EncodePublicKey(a.device.PublicKey),
+		Role: a.role, Scopes: p.Scopes, ClientID: p.Client.ID, ClientMode: p.Client.Mode,
+		Platform: p.Client.Platform, DeviceFamily: p.Client.DeviceFamily, DisplayName: p.Client.DisplayName,
+		RemoteIP:      c.arrival.Remote.Addr().Unmap().String(),
+		ClientKey:     authn.NewLimitKey(authn.LimitSharedSecret, c.authnArrival()).String(),
+		SilentAllowed: silent,
+		DeviceToken:   deviceToken,
+		IssueToken:    true, // hello-ok's token, if one is due, is minted in Check's transaction
+	}
 }
 
 // unauthorized builds the real gateway's answer to a failed shared-secret

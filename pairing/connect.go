@@ -25,24 +25,58 @@ import (
 // merged request under a new requestId. Only a first pairing of an unknown
 // device, with SilentAllowed, is approved silently; upgrades and a new key
 // for a known deviceId always wait for an operator.
+//
+// With ConnectInfo.DeviceToken, Check first verifies the token exactly as
+// VerifyDeviceToken does, in the read transaction that starts the decision;
+// every error before the token has verified wraps ErrTokenUnverified.
 func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 	const op = "pairing.Check"
-	if err := m.checkOpen(op); err != nil {
-		return Decision{}, err
+	dec, verified, err := m.check(req)
+	switch {
+	case err == nil:
+		return dec, nil
+	case req.DeviceToken != "" && !verified:
+		return Decision{}, fmt.Errorf("%s: %w: %w", op, ErrTokenUnverified, err)
+	}
+	return Decision{}, fmt.Errorf("%s: %w", op, err)
+}
+
+// check is Check; verified reports that ConnectInfo.DeviceToken verified.
+func (m *Manager) check(req ConnectInfo) (dec Decision, verified bool, err error) {
+	if m.closed.Load() {
+		return Decision{}, false, ErrClosed
+	}
+	var tc *tokenCheck
+	if req.DeviceToken != "" {
+		t, err := prepareToken(req.DeviceID, req.Role, req.DeviceToken, req.Scopes)
+		if err != nil {
+			return Decision{}, false, err
+		}
+		tc = &t
 	}
 	in, err := normalizeConnect(req)
 	if err != nil {
-		return Decision{}, fmt.Errorf("%s: %w", op, err)
+		return Decision{}, false, err
 	}
 
 	// Fast path: a paired device within its approval, holding a token that
 	// covers the request when IssueToken asks for one, only reads.
-	var dec Decision
-	var dev *store.PairedDevice
+	var dev, tokDev *store.PairedDevice
+	var verr error
 	err = m.st.ViewPairing(func(tx store.PairingTx) error {
+		dec, dev, tokDev, verr = Decision{}, nil, nil, nil
 		d, err := findDevice(tx, in.DeviceID)
-		if err != nil || d == nil || evaluate(d, in) != "" {
+		if err != nil {
 			return err
+		}
+		if tc != nil {
+			if verr = tc.verify(d); verr != nil {
+				return nil
+			}
+			tokDev = d
+		}
+		if d == nil || evaluate(d, in) != "" {
+			return nil
 		}
 		if in.IssueToken {
 			if _, need, err := needToken(d, in.Role, in.scopes); err != nil || need {
@@ -52,12 +86,19 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 		dev, dec = d, pairedDecision(d, in)
 		return nil
 	})
+	if err == nil {
+		err = verr
+	}
 	if err != nil {
-		return Decision{}, fmt.Errorf("%s: %w", op, err)
+		return Decision{}, false, err
+	}
+	verified = tc != nil
+	if tc != nil {
+		m.noteUsed(tokDev, tc.role, tc.digest, m.nowMs())
 	}
 	if dev != nil {
 		m.noteMeta(dev, in)
-		return dec, nil
+		return dec, verified, nil
 	}
 
 	// The write shares its commit with concurrent connects (BatchPairing), so
@@ -143,12 +184,12 @@ func (m *Manager) Check(req ConnectInfo) (Decision, error) {
 		err = ErrTooManyPending
 	}
 	if err != nil {
-		return Decision{}, fmt.Errorf("%s: %w", op, err)
+		return Decision{}, verified, err
 	}
 	if dev != nil {
 		m.noteMeta(dev, in)
 	}
-	return dec, nil
+	return dec, verified, nil
 }
 
 // findDevice returns the paired device, or nil when there is none.
@@ -349,41 +390,18 @@ func (m *Manager) VerifyDeviceToken(deviceID, role, token string, scopes []strin
 	if err := m.checkOpen(op); err != nil {
 		return err
 	}
-	role = resolveRole(role)
-	requested, serr := checkScopes(role, scopes)
-	if !isDeviceID(deviceID) || !validRole(role) || token == "" || len(token) > maxTokenLen {
-		return fmt.Errorf("%s: %w", op, ErrTokenMismatch)
+	tc, err := prepareToken(deviceID, role, token, scopes)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
-	if serr != nil {
-		return fmt.Errorf("%s: %w", op, ErrScopeMismatch)
-	}
-	digest := store.DigestToken(token)
-
 	var dev *store.PairedDevice
 	var verr error
-	err := m.st.ViewPairing(func(tx store.PairingTx) error {
+	err = m.st.ViewPairing(func(tx store.PairingTx) error {
 		d, err := findDevice(tx, deviceID)
 		if err != nil {
 			return err
 		}
-		var stored store.DeviceToken
-		live := false
-		if d != nil {
-			stored, live = d.Tokens[role]
-			live = live && stored.RevokedAtMs == 0 && stored.IssuedAtMs != 0 &&
-				stored.Role == role && slices.Contains(d.Roles, role)
-		}
-		match := stored.Digest.Equal(digest) // compared even when not live
-		switch {
-		case !live || !match:
-			verr = ErrTokenMismatch
-		case !covers(roleScopes(role, d.ApprovedScopes), stored.Scopes):
-			verr = ErrScopeMismatch
-		case !covers(stored.Scopes, requested):
-			verr = ErrScopeMismatch
-		default:
-			dev = d
-		}
+		dev, verr = d, tc.verify(d)
 		return nil
 	})
 	if err != nil {
@@ -392,7 +410,53 @@ func (m *Manager) VerifyDeviceToken(deviceID, role, token string, scopes []strin
 	if verr != nil {
 		return fmt.Errorf("%s: %w", op, verr)
 	}
-	m.noteUsed(dev, role, digest, m.nowMs())
+	m.noteUsed(dev, tc.role, tc.digest, m.nowMs())
+	return nil
+}
+
+// tokenCheck is a device token to verify against a stored record.
+type tokenCheck struct {
+	role      string
+	requested []string
+	digest    store.TokenDigest
+}
+
+// prepareToken applies VerifyDeviceToken's checks of its arguments, which
+// need no read: malformed input is a mismatch.
+func prepareToken(deviceID, role, token string, scopes []string) (tokenCheck, error) {
+	role = resolveRole(role)
+	requested, serr := checkScopes(role, scopes)
+	if !isDeviceID(deviceID) || !validRole(role) || token == "" || len(token) > maxTokenLen {
+		return tokenCheck{}, ErrTokenMismatch
+	}
+	if serr != nil {
+		return tokenCheck{}, ErrScopeMismatch
+	}
+	return tokenCheck{role: role, requested: requested, digest: store.DigestToken(token)}, nil
+}
+
+// verify checks the token against d as stored (nil: no such device): a
+// live token for the role, approved, whose digest matches (constant time,
+// compared even when there is none), within the approved baseline and
+// covering the requested scopes. It returns nil, ErrTokenMismatch or
+// ErrScopeMismatch.
+func (tc *tokenCheck) verify(d *store.PairedDevice) error {
+	var stored store.DeviceToken
+	live := false
+	if d != nil {
+		stored, live = d.Tokens[tc.role]
+		live = live && stored.RevokedAtMs == 0 && stored.IssuedAtMs != 0 &&
+			stored.Role == tc.role && slices.Contains(d.Roles, tc.role)
+	}
+	match := stored.Digest.Equal(tc.digest) // compared even when not live
+	switch {
+	case !live || !match:
+		return ErrTokenMismatch
+	case !covers(roleScopes(tc.role, d.ApprovedScopes), stored.Scopes):
+		return ErrScopeMismatch
+	case !covers(stored.Scopes, tc.requested):
+		return ErrScopeMismatch
+	}
 	return nil
 }
 

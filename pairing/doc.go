@@ -7,8 +7,10 @@
 //
 // The gateway calls, for a connect that has already proven its device key:
 //
-//	err := m.VerifyDeviceToken(id, role, token, scopes) // if auth.deviceToken was sent
-//	d, err := m.Check(pairing.ConnectInfo{..., IssueToken: true}) // paired? needs approval?
+//	// paired? needs approval? With DeviceToken (auth.deviceToken, else
+//	// auth.token), Check verifies it first, as VerifyDeviceToken would, in
+//	// the same read: errors.Is(err, ErrTokenUnverified) is an auth failure.
+//	d, err := m.Check(pairing.ConnectInfo{..., DeviceToken: token, IssueToken: true})
 //	switch d.Outcome {
 //	case pairing.PendingRequired:  // broadcast device.pair.requested if d.Created; NOT_PAIRED, close 1008
 //	case pairing.ApprovedSilently: // broadcast device.pair.resolved (d.Resolved); continue

@@ -27,6 +27,12 @@ var (
 	// baseline or do not cover the requested scopes. Maps to AUTH_SCOPE_MISMATCH.
 	ErrScopeMismatch = errors.New("device token scope mismatch")
 
+	// ErrTokenUnverified: Check was given a ConnectInfo.DeviceToken that
+	// did not verify; the error also wraps ErrTokenMismatch or
+	// ErrScopeMismatch, or whatever kept Check from verifying it (a closed
+	// Manager, a store failure). Nothing was decided or written.
+	ErrTokenUnverified = errors.New("device token not verified")
+
 	// ErrNotPaired: EnsureToken for a device or role that is not (or no
 	// longer: revoked) approved.
 	ErrNotPaired = errors.New("device not paired for this role")

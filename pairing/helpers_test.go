@@ -43,10 +43,17 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// countingStore counts write transactions, to prove read paths never write.
+// countingStore counts write transactions, to prove read paths never
+// write, and read transactions.
 type countingStore struct {
 	store.PairingStore
 	updates atomic.Int64
+	views   atomic.Int64
+}
+
+func (c *countingStore) ViewPairing(fn func(store.PairingTx) error) error {
+	c.views.Add(1)
+	return c.PairingStore.ViewPairing(fn)
 }
 
 func (c *countingStore) UpdatePairing(fn func(store.PairingTx) error) error {

@@ -248,3 +248,78 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckVerifiesDeviceToken: Check with ConnectInfo.DeviceToken refuses
+// exactly what VerifyDeviceToken refuses, before deciding or writing
+// anything, and on success decides in the same single read.
+func TestCheckVerifiesDeviceToken(t *testing.T) {
+	e := newEnv(t)
+	d := newDevice(t)
+	tok := e.pair(d, "operator", []string{"operator.write"})
+	other := newDevice(t)
+	otherTok := e.pair(other, "operator", readScopes)
+	with := func(ci pairing.ConnectInfo, token string) pairing.ConnectInfo {
+		ci.DeviceToken, ci.IssueToken = token, true
+		return ci
+	}
+	for _, tc := range []struct {
+		name string
+		ci   pairing.ConnectInfo
+		want error
+	}{
+		{"wrong token", with(info(d, "operator", readScopes), tok+"x"), pairing.ErrTokenMismatch},
+		{"another device's token", with(info(d, "operator", readScopes), otherTok), pairing.ErrTokenMismatch},
+		{"role without a token", with(info(d, "node", nil), tok), pairing.ErrTokenMismatch},
+		{"beyond the token's scopes", with(info(d, "operator", []string{"operator.admin"}), tok), pairing.ErrScopeMismatch},
+		{"malformed scope", with(info(d, "operator", []string{"operator.read\x01"}), tok), pairing.ErrScopeMismatch},
+		{"unknown device", with(info(newDevice(t), "operator", readScopes), tok), pairing.ErrTokenMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			role, scopes := tc.ci.Role, tc.ci.Scopes
+			verr := e.m.VerifyDeviceToken(tc.ci.DeviceID, role, tc.ci.DeviceToken, scopes)
+			before, pending := e.st.updates.Load(), e.pendingCount()
+			_, err := e.m.Check(tc.ci)
+			if !errors.Is(err, pairing.ErrTokenUnverified) || !errors.Is(err, tc.want) || !errors.Is(verr, tc.want) {
+				t.Fatalf("Check = %v, VerifyDeviceToken = %v; want both %v", err, verr, tc.want)
+			}
+			if e.st.updates.Load() != before || e.pendingCount() != pending {
+				t.Error("a refused token wrote")
+			}
+			if strings.Contains(err.Error(), tc.ci.DeviceToken) {
+				t.Error("the error contains the token")
+			}
+		})
+	}
+
+	ci := with(info(d, "operator", readScopes), tok)
+	views, before := e.st.views.Load(), e.st.updates.Load()
+	dec, err := e.m.Check(ci)
+	if err != nil || dec.Outcome != pairing.Paired || dec.Token.Token != "" {
+		t.Fatalf("Check with a good token = %v, %v", dec.Outcome, err)
+	}
+	if n := e.st.views.Load() - views; n != 1 || e.st.updates.Load() != before {
+		t.Errorf("a paired connect with its token took %d reads and %d writes, want 1 and 0", n, e.st.updates.Load()-before)
+	}
+	// A token that verifies, on a connect that needs approval, gets the
+	// pairing decision (here a metadata upgrade), not a token error.
+	up := with(info(d, "operator", readScopes), tok)
+	up.Platform = "windows"
+	if dec, err := e.m.Check(up); err != nil || dec.Outcome != pairing.PendingRequired || dec.Reason != pairing.ReasonMetadataUpgrade {
+		t.Errorf("metadata upgrade with a good token = %v %v, %v", dec.Outcome, dec.Reason, err)
+	}
+	if s := fmt.Sprintf("%v %+v %#v %s", ci, ci, ci, ci); strings.Contains(s, tok) {
+		t.Errorf("ConnectInfo prints its token: %s", s)
+	}
+	if _, err := e.m.RevokeToken(d.id, "operator", admin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Check(ci); !errors.Is(err, pairing.ErrTokenUnverified) || !errors.Is(err, pairing.ErrTokenMismatch) {
+		t.Errorf("revoked token: %v", err)
+	}
+	if err := e.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.Check(ci); !errors.Is(err, pairing.ErrTokenUnverified) || !errors.Is(err, pairing.ErrClosed) {
+		t.Errorf("closed manager: %v", err)
+	}
+}

@@ -66,6 +66,13 @@ type ConnectInfo struct {
 	// approved without an operator (protocol §3.3). Pairing still refuses
 	// silence for anything but a first pairing of an unknown device.
 	SilentAllowed bool
+	// DeviceToken, when set, is the device token the connect presented:
+	// Check verifies it first, as VerifyDeviceToken(DeviceID, Role,
+	// DeviceToken, Scopes) would, in the same read transaction as its
+	// decision (one read for the connect), and fails with an error wrapping
+	// ErrTokenUnverified when it does not verify. A bearer secret: never log
+	// a ConnectInfo.
+	DeviceToken string
 	// IssueToken asks Check to do EnsureToken's work for a connect it lets
 	// through, in its own transaction: when it approves the connect
 	// silently, or the paired device's token for Role was never handed out
@@ -119,6 +126,25 @@ type IssuedToken struct {
 	Token      string
 	IssuedAtMs int64
 }
+
+// redacted is c without its device token, for printing.
+func (c ConnectInfo) redacted() any {
+	type plain ConnectInfo // without these methods
+	p := plain(c)
+	if p.DeviceToken != "" {
+		p.DeviceToken = "[redacted]"
+	}
+	return p
+}
+
+// String keeps the device token out of %v and %s.
+func (c ConnectInfo) String() string { return fmt.Sprintf("%+v", c.redacted()) }
+
+// GoString keeps the device token out of %#v.
+func (c ConnectInfo) GoString() string { return fmt.Sprintf("%#v", c.redacted()) }
+
+// LogValue keeps the device token out of structured logs.
+func (c ConnectInfo) LogValue() slog.Value { return slog.AnyValue(c.redacted()) }
 
 // MarshalJSON leaves the token out.
 func (t IssuedToken) MarshalJSON() ([]byte, error) {
