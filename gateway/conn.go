@@ -330,7 +330,14 @@ func (c *Conn) sendClose() {
 	}
 	c.closeSent = true
 	code, reason := c.closeCode, c.closeReason
+	// The rest of a direct write the writer never got to (the reader
+	// ended first) goes before the close frame, or the frame is cut.
+	pending := c.pending
+	c.pending = nil
 	c.mu.Unlock()
+	if pending != nil && !c.writeRest(pending) {
+		return
+	}
 	c.writeClose(code, reason)
 }
 
