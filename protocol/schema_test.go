@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"errors"
+	"fmt"
 	"sort"
 	"testing"
 )
@@ -193,5 +194,36 @@ func TestStarOfClass(t *testing.T) {
 		if got := starOfClass(p) != nil; got != want {
 			t.Errorf("starOfClass(%q) = %v, want %v", p, got, want)
 		}
+	}
+}
+
+// TestParseStrictKeys: duplicate and case-variant keys are refused within
+// one object only, at any depth, however objects nest and follow each other.
+func TestParseStrictKeys(t *testing.T) {
+	for doc, want := range map[string]string{
+		`{"a":{"a":1},"b":{"a":1,"b":[{"a":1},{"a":2}]}}`:                           "",
+		`{"a":{"x":1},"x":2,"y":{"x":{"x":{"x":1}}}}`:                               "",
+		`{"a":{"x":1},"A":2}`:                                                       `case-variant key: "a" and "A"`,
+		`{"a":{"x":1,"b":2,"X":3}}`:                                                 `case-variant key: "x" and "X"`,
+		`{"a":[{"k":1,"k":2}]}`:                                                     `duplicate key: "k"`,
+		`{"a":1,"b":{"c":{}},"b":2}`:                                                `duplicate key: "b"`,
+		`{"p":{"q":{"r":1,"s":2,"t":3,"u":4,"v":5,"w":6,"x":7,"y":8,"z":9,"Z":0}}}`: `case-variant key: "z" and "Z"`,
+	} {
+		_, err := ParseStrict([]byte(doc))
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if want == "" && err != nil || want != "" && got != want {
+			t.Errorf("%s: %v, want %q", doc, err, want)
+		}
+	}
+	// Many keys (past the parser's stack buffer), then one repeated.
+	doc := []byte("{")
+	for i := range 40 {
+		doc = fmt.Appendf(doc, `"k%d":{"k%d":%d},`, i, i, i)
+	}
+	if _, err := ParseStrict(append(doc, `"k0":1}`...)); err == nil || err.Error() != `duplicate key: "k0"` {
+		t.Errorf("40 keys then k0 again: %v", err)
 	}
 }

@@ -40,7 +40,8 @@ func parseStrict(data []byte, t *internTable) (any, error) {
 	if !utf8.Valid(data) {
 		return nil, fmt.Errorf("%w: invalid UTF-8", ErrNotJSON)
 	}
-	p := parser{data: data}
+	var keys [16]string // room for the keys of a usual frame's open objects
+	p := parser{data: data, keys: keys[:0]}
 	if t != nil {
 		p.strs, p.nums = t.strs, t.nums
 	}
@@ -61,6 +62,7 @@ type parser struct {
 	pos  int
 	strs map[string]any // interned strings and numbers (internTable); nil
 	nums map[string]any // before LoadContract
+	keys []string       // the keys of the objects being parsed, innermost last
 }
 
 // internTable holds the strings that recur in every frame, boxed as the
@@ -185,6 +187,8 @@ func (p *parser) literal(lit string) error {
 func (p *parser) object(depth int) (any, error) {
 	p.pos++ // '{'
 	obj := make(map[string]any)
+	base := len(p.keys)
+	defer p.popKeys(base)
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
@@ -199,9 +203,10 @@ func (p *parser) object(depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := checkKey(obj, key); err != nil {
+		if err := checkKey(p.keys[base:], key); err != nil {
 			return nil, err
 		}
+		p.keys = append(p.keys, key)
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
 			return nil, p.errorf("missing ':'")
@@ -229,13 +234,18 @@ func (p *parser) object(depth int) (any, error) {
 	}
 }
 
-// checkKey rejects a key already present, or present in another case.
-func checkKey(obj map[string]any, key string) error {
-	if _, dup := obj[key]; dup {
-		return fmt.Errorf("%w: %q", ErrDuplicateKey, key)
-	}
-	for k := range obj {
-		if strings.EqualFold(k, key) {
+// popKeys forgets the keys of the object whose keys started at base.
+func (p *parser) popKeys(base int) { p.keys = p.keys[:base] }
+
+// checkKey rejects a key already among the object's keys, or there in
+// another case. The keys are pairwise distinct under case folding, so at
+// most one of them can match.
+func checkKey(keys []string, key string) error {
+	for _, k := range keys {
+		switch {
+		case k == key:
+			return fmt.Errorf("%w: %q", ErrDuplicateKey, key)
+		case strings.EqualFold(k, key):
 			return fmt.Errorf("%w: %q and %q", ErrCaseVariant, k, key)
 		}
 	}
