@@ -221,6 +221,7 @@ func BenchmarkParseStrict(b *testing.B) {
 	}
 	frame := []byte(benchConnectFrame)
 	b.ReportAllocs()
+	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := ParseStrict(frame); err != nil {
 			b.Fatal(err)

@@ -40,7 +40,7 @@ func parseStrict(data []byte, t *internTable) (any, error) {
 	if !utf8.Valid(data) {
 		return nil, fmt.Errorf("%w: invalid UTF-8", ErrNotJSON)
 	}
-	var keys [16]string // room for the keys of a usual frame's open objects
+	var keys [32]string // room for the keys of a usual frame's open objects
 	p := parser{data: data, keys: keys[:0]}
 	if t != nil {
 		p.strs, p.nums = t.strs, t.nums
