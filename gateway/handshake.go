@@ -481,13 +481,24 @@ func (c *Conn) accept(a *connectAttempt) {
 	register(func() {
 		if err != nil {
 			c.log.Error("encode hello-ok", "err", err)
-		} else {
-			c.enqueue(frame)
+			c.sess.Store(sess)
+			return
 		}
-		// Published only once hello-ok is queued: broadcasts go to
-		// connections with a session, and no event (a tick, presence)
-		// may reach the client before its hello-ok.
-		c.sess.Store(sess)
+		// The session is published under the connection's lock, in the
+		// same step that queues (or writes) hello-ok: broadcasts go to
+		// connections with a session and queue under that lock, so no
+		// event (a tick, presence) can reach the client before its
+		// hello-ok, and a client that has its hello-ok finds its session
+		// published (metrics, presence).
+		published := false
+		c.enqueueFrame(func() []byte {
+			c.sess.Store(sess)
+			published = true
+			return frame
+		})
+		if !published { // closing: no hello-ok, but the session stands
+			c.sess.Store(sess)
+		}
 	})
 	c.log.Info("connected", "client", p.Client.ID, "mode", p.Client.Mode, "role", a.role,
 		"auth", a.method, "device", shortID(sess.DeviceID))
