@@ -410,7 +410,7 @@ func TestResilienceSilentAfterAuth(t *testing.T) {
 	time.Sleep(10 * tick)
 	select {
 	case <-live.Done():
-		t.Fatalf("reading client was dropped: %v", live.Err())
+		t.Fatalf("reading client was dropped after %v: %v", time.Since(start), live.Err())
 	default:
 	}
 	if n := ticks.Load(); n < 5 {
