@@ -170,6 +170,11 @@ func (p *poller) run() {
 	wait := int(p.every / time.Millisecond)
 	last := time.Now()
 	for !p.stop.Load() {
+		// Deadlines are judged as of before the wait: every byte that
+		// arrived by then is in this batch of events, so a late poller
+		// (descheduled after the wait) does not expire a peer whose pong
+		// is waiting to be taken.
+		waitStart := time.Now()
 		n, err := unix.EpollWait(p.epfd, events, wait)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			p.srv.log.Error("epoll_wait failed; poller stopped", "err", err)
@@ -189,7 +194,7 @@ func (p *poller) run() {
 		}
 		if now := time.Now(); now.Sub(last) >= p.every {
 			last = now
-			p.expire(now)
+			p.expire(waitStart)
 		}
 	}
 }
