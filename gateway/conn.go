@@ -251,11 +251,11 @@ func (c *Conn) abort(code int, reason string) {
 func (c *Conn) writeLoop() {
 	for {
 		c.mu.Lock()
-		batch, pending := c.queue, c.pending
-		c.queue, c.queued, c.pending = nil, 0, nil
+		batch, pending := c.queue, c.pending != nil
+		c.queue, c.queued = nil, 0
 		closing, ping := c.closing, c.pingDue
 		c.pingDue = false
-		if len(batch) == 0 && pending == nil && !closing && !ping || c.ctx.Err() != nil && !closing {
+		if len(batch) == 0 && !pending && !closing && !ping || c.ctx.Err() != nil && !closing {
 			// Nothing to send, or the reader has ended and its
 			// finishClose takes over. After closeAfterFlush the
 			// batch still goes out before the close frame, even if
@@ -265,13 +265,13 @@ func (c *Conn) writeLoop() {
 			return
 		}
 		c.mu.Unlock()
-		if pending != nil && !c.writeRest(pending) {
+		if pending && !c.writeRest() {
 			return
 		}
 		if ping && !closing && !c.aborted.Load() {
 			// Only this connection's writer waits on its peer: a ping to
 			// a peer that does not read delays no one else (tickAll).
-			c.wmu.Lock()
+			_ = c.lockWrites()
 			_ = c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout))
 			c.wmu.Unlock()
 		}
@@ -279,7 +279,7 @@ func (c *Conn) writeLoop() {
 			if c.aborted.Load() {
 				break
 			}
-			c.wmu.Lock()
+			_ = c.lockWrites()
 			_ = c.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 			err := c.ws.WriteMessage(websocket.TextMessage, frame)
 			c.wmu.Unlock()
@@ -298,17 +298,33 @@ func (c *Conn) writeLoop() {
 // writeRest sends the unwritten rest of a direct write. It is whole frames
 // to the peer only together with what writeDirect wrote, so it goes out
 // even if the connection is being aborted.
-func (c *Conn) writeRest(b []byte) bool {
-	nc := c.ws.NetConn()
-	c.wmu.Lock()
-	_ = nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := nc.Write(b)
+func (c *Conn) writeRest() bool {
+	err := c.lockWrites()
 	c.wmu.Unlock()
 	if err != nil {
 		c.writeFailed()
 		return false
 	}
 	return true
+}
+
+// lockWrites takes wmu for a write outside the writer (a pong, a close
+// echo) and first sends the rest of a cut direct write, so nothing lands
+// inside that frame. (c.mu is taken under wmu: the other order only
+// TryLocks wmu.)
+func (c *Conn) lockWrites() error {
+	c.wmu.Lock()
+	c.mu.Lock()
+	rest := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	if rest == nil {
+		return nil
+	}
+	nc := c.ws.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err := nc.Write(rest)
+	return err
 }
 
 // writeFailed ends a connection whose socket could not be written.
@@ -332,10 +348,8 @@ func (c *Conn) sendClose() {
 	code, reason := c.closeCode, c.closeReason
 	// The rest of a direct write the writer never got to (the reader
 	// ended first) goes before the close frame, or the frame is cut.
-	pending := c.pending
-	c.pending = nil
 	c.mu.Unlock()
-	if pending != nil && !c.writeRest(pending) {
+	if !c.writeRest() {
 		return
 	}
 	c.writeClose(code, reason)
@@ -364,7 +378,7 @@ func (c *Conn) finishClose() {
 func (c *Conn) writeClose(code int, reason string) {
 	// The close frame can wait behind megabytes a slow consumer that
 	// resumed reading has still to take: writeTimeout, as for any frame.
-	c.wmu.Lock()
+	_ = c.lockWrites()
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(writeTimeout))
 	c.wmu.Unlock()
 	deadline := time.Now().Add(time.Second)

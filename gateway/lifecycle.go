@@ -167,8 +167,10 @@ func (c *Conn) onPing(data string) error {
 	case c.pings > maxPingsPerSecond:
 		return nil
 	}
-	c.wmu.Lock()
-	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), now.Add(time.Second))
+	err := c.lockWrites()
+	if err == nil {
+		err = c.ws.WriteControl(websocket.PongMessage, []byte(data), now.Add(time.Second))
+	}
 	c.wmu.Unlock()
 	if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
 		return err
@@ -179,7 +181,7 @@ func (c *Conn) onPing(data string) error {
 // onClose answers the peer's close frame with the same code, as gorilla's
 // default handler does, but under wmu (writeDirect).
 func (c *Conn) onClose(code int, _ string) error {
-	c.wmu.Lock()
+	_ = c.lockWrites()
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
 	c.wmu.Unlock()
 	return nil
