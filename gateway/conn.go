@@ -308,9 +308,9 @@ func (c *Conn) writeRest() bool {
 	return true
 }
 
-// lockWrites takes wmu for a write outside the writer (a pong, a close
-// echo) and first sends the rest of a cut direct write, so nothing lands
-// inside that frame. (c.mu is taken under wmu: the other order only
+// lockWrites takes wmu for a write of the writer or of the close frame and
+// first sends the rest of a cut direct write, so nothing lands inside that
+// frame (the reader's pongs and close echoes use lockControl). (c.mu is taken under wmu: the other order only
 // TryLocks wmu.)
 func (c *Conn) lockWrites() error {
 	c.wmu.Lock()

@@ -38,7 +38,9 @@ func startGateway(t testing.TB, mod func(*Options)) *testGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Version: "test", Token: secret, StateDir: t.TempDir()}
+	// No memory trims (memtrim.go) unless a test asks: each would collect
+	// the whole test process's heap.
+	opts := Options{Version: "test", Token: secret, StateDir: t.TempDir(), TrimInterval: -1}
 	if testing.Verbose() {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

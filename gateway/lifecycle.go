@@ -73,7 +73,12 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, 
 	c.nonce = "" // only the handshake needed it
 	ws.SetReadLimit(protocol.MaxPayload)
 	c.armReadDeadline()
-	ws.SetPongHandler(func(string) error { c.armReadDeadline(); return nil })
+	ws.SetPongHandler(func(string) error {
+		if !c.isClosing() { // a closing connection keeps the close wait
+			c.armReadDeadline()
+		}
+		return nil
+	})
 	s.onConnected(c)
 	if c.buffered() || !c.park() {
 		c.startReader()
@@ -167,23 +172,62 @@ func (c *Conn) onPing(data string) error {
 	case c.pings > maxPingsPerSecond:
 		return nil
 	}
-	err := c.lockWrites()
-	if err == nil {
-		err = c.ws.WriteControl(websocket.PongMessage, []byte(data), now.Add(time.Second))
+	if !c.lockControl(now.Add(time.Second)) {
+		return nil // the writer is stuck on this peer: no pong, as before
 	}
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), now.Add(time.Second))
 	c.wmu.Unlock()
+	if err != nil {
+		// Part of the pong may be out: only gorilla's writer, which
+		// knows its write failed, may write to this socket from now on.
+		c.stopDirect()
+	}
 	if err != nil && !errors.Is(err, websocket.ErrCloseSent) && !isTimeout(err) {
 		return err
 	}
 	return nil
 }
 
+// lockControl takes wmu for a control frame the reader writes (a pong, a
+// close echo), waiting until deadline at most, as gorilla's own write lock
+// would, so a writer stuck on a peer that does not read cannot hold the
+// reader for its whole writeTimeout. It gives up, too, while the rest of
+// a cut direct write is waiting for the writer: the control frame may not
+// go before it.
+func (c *Conn) lockControl(deadline time.Time) bool {
+	for !c.wmu.TryLock() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.mu.Lock()
+	cut := c.pending != nil
+	c.mu.Unlock()
+	if cut {
+		c.wmu.Unlock()
+		return false
+	}
+	return true
+}
+
+// stopDirect makes every later frame go through gorilla's writer: after a
+// close frame, or a control write that failed part way, a direct write
+// would put bytes where the peer may not find a frame boundary.
+func (c *Conn) stopDirect() {
+	c.mu.Lock()
+	c.direct = false
+	c.mu.Unlock()
+}
+
 // onClose answers the peer's close frame with the same code, as gorilla's
 // default handler does, but under wmu (writeDirect).
 func (c *Conn) onClose(code int, _ string) error {
-	_ = c.lockWrites()
-	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
-	c.wmu.Unlock()
+	c.stopDirect() // nothing may follow the close frame
+	if c.lockControl(time.Now().Add(time.Second)) {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		c.wmu.Unlock()
+	}
 	return nil
 }
 
@@ -223,6 +267,9 @@ func (c *Conn) readFrame() (data []byte, ok bool) {
 }
 
 func (c *Conn) onReadError(err error) {
+	// gorilla may have written a close frame of its own (1002, 1009):
+	// from here on only its writer, which knows that, writes.
+	c.stopDirect()
 	var ce *websocket.CloseError
 	switch {
 	case errors.As(err, &ce):

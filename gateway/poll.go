@@ -135,7 +135,9 @@ func (c *Conn) readControl() bool {
 	}
 	_, _ = c.br.Discard(6 + n)
 	if op == 10 {
-		c.armReadDeadline()
+		if !c.isClosing() { // a closing connection keeps the close wait
+			c.armReadDeadline()
+		}
 		return true
 	}
 	if err := c.onPing(string(payload[:n])); err != nil {

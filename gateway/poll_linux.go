@@ -125,8 +125,8 @@ func (p *poller) ctl(c *Conn, op int) error {
 func (p *poller) takePong(c *Conn, gen uint32) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.poll.state != pollParked || gen != c.poll.gen {
-		return false
+	if c.poll.state != pollParked || gen != c.poll.gen || c.closing {
+		return false // a closing connection's reader reads to the end
 	}
 	var b [16]byte
 	fd := int(c.poll.fd)

@@ -368,3 +368,56 @@ func TestDirectWriteFullSocket(t *testing.T) {
 		t.Fatalf("health after the backlog: %v", f)
 	}
 }
+
+// A direct write cut short by a full socket leaves its rest to the writer;
+// a pong the reader owes the peer in the meantime must not land inside
+// that frame. The test holds c.mu after the cut, as if the writer had not
+// run yet, while the reader answers a ping; then the peer reads again.
+func TestDirectWriteCutThenPong(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, nil)
+	w := g.authed(t, "")
+	waitFor(t, "parked", func() bool { return g.parked() == 1 })
+	c := g.srv.snapshotConns()[0]
+	frame := encodeEvent("test.fill", mustJSON(map[string]string{"pad": strings.Repeat("x", 9000)}), nil, nil)
+	sent := 0
+	for {
+		c.mu.Lock()
+		r := c.writeDirect(false, frame)
+		sent++
+		if r == directPartial {
+			break // c.mu stays held: the writer has not run yet
+		}
+		c.mu.Unlock()
+		if r != directDone {
+			t.Fatalf("direct write %d: %v", sent, r)
+		}
+	}
+	pong := make(chan error, 1)
+	go func() { pong <- c.onPing("p") }() // the reader answers a peer's ping
+	time.Sleep(50 * time.Millisecond)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		c.mu.Unlock()
+		c.signal()
+	}()
+	for got := 0; got < sent; {
+		op, p, err := w.read(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d of %d frames: %v", got, sent, err)
+		}
+		if op == opPong {
+			continue
+		}
+		var m map[string]any
+		if op != opText || json.Unmarshal(p, &m) != nil {
+			t.Fatalf("frame %d of %d (cut: the last): op %d, not a whole JSON text frame: ...%q", got+1, sent, op, p[max(0, len(p)-40):])
+		}
+		if m["event"] == "test.fill" {
+			got++
+		}
+	}
+	if err := <-pong; err != nil {
+		t.Fatalf("onPing: %v", err)
+	}
+}
