@@ -28,6 +28,7 @@ type Conn struct {
 	srv         *Server
 	ws          *websocket.Conn
 	br          *bufio.Reader // what ws reads from; nil if not ours
+	pre         *bytes.Reader // bytes sent with the upgrade request, read before the socket; reader only
 	id          string
 	arrival     Arrival
 	nonce       string

@@ -116,7 +116,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, l Listener
 		UserAgent: r.UserAgent(),
 		Peer:      peer,
 	}
-	s.runConn(ws, hw.br, arrival, ip)
+	s.runConn(ws, hw.br, hw.pre, arrival, ip)
 }
 
 // handshakeStack is about the stack the handshake needs below

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,13 +30,15 @@ const maxInflight = 32
 // starts a reader when bytes arrive and the reader parks the connection
 // again once everything received is handled. Elsewhere a reader goroutine
 // per connection waits in read. Either way one reader at a time.
-// br is the buffered reader the WebSocket reads from (see hijackReader).
-func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, arrival Arrival, ip string) {
+// br is the buffered reader the WebSocket reads from and pre what it reads
+// before the socket, or nil (see hijackReader).
+func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, pre *bytes.Reader, arrival Arrival, ip string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
 		srv:     s,
 		ws:      ws,
 		br:      br,
+		pre:     pre,
 		id:      newUUID(),
 		arrival: arrival,
 		nonce:   newUUID(),
@@ -133,7 +136,12 @@ func (c *Conn) startReader() {
 
 // buffered reports whether bytes received are waiting in the connection's
 // read buffer, which the poller cannot see.
-func (c *Conn) buffered() bool { return c.br != nil && c.br.Buffered() > 0 }
+func (c *Conn) buffered() bool {
+	if c.pre != nil && c.pre.Len() == 0 {
+		c.pre = nil // drained: the socket is read directly from here on
+	}
+	return c.br != nil && c.br.Buffered() > 0 || c.pre != nil
+}
 
 // armReadDeadline allows two tick intervals of silence (plus a slack of
 // half a tick, at most 5 s) before an authenticated peer is considered

@@ -207,7 +207,8 @@ func (c *Conn) writeDirect(ping bool, frame []byte) directResult {
 // of a copy gorilla makes; br is set once the upgrader has hijacked.
 type hijackReader struct {
 	http.ResponseWriter
-	br *bufio.Reader
+	br  *bufio.Reader
+	pre *bytes.Reader // what net/http had buffered, read before the socket
 }
 
 // Hijack hijacks the underlying connection and substitutes the reader.
@@ -221,7 +222,8 @@ func (h *hijackReader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	var src io.Reader = nc
 	if n := brw.Reader.Buffered(); n > 0 {
 		pre, _ := brw.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(pre)), nc)
+		h.pre = bytes.NewReader(bytes.Clone(pre))
+		src = io.MultiReader(h.pre, nc)
 	}
 	h.br = bufio.NewReaderSize(src, readBufferSize)
 	return nc, bufio.NewReadWriter(h.br, brw.Writer), nil

@@ -3,10 +3,12 @@
 package gateway
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -419,5 +421,47 @@ func TestDirectWriteCutThenPong(t *testing.T) {
 	}
 	if err := <-pong; err != nil {
 		t.Fatalf("onPing: %v", err)
+	}
+}
+
+// A client may send frames with its upgrade request, before the 101: a
+// token connect and requests behind it. net/http has buffered them; the
+// connection reads them first, and must not park (leaving a request
+// unread until the peer sends more) while some are still waiting there
+// rather than in the connection's read buffer. Which request ends up
+// where depends on the frames' sizes, so a range of sizes is tried.
+func TestPipelinedWithUpgrade(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, nil)
+	for pad := 150; pad < 190; pad++ {
+		conn, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := connectParams(testToken)
+		params["client"].(map[string]any)["displayName"] = strings.Repeat("n", pad)
+		connect, _ := json.Marshal(map[string]any{"type": "req", "id": "c1", "method": "connect", "params": params})
+		req := fmt.Appendf(nil, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", g.addr)
+		req = append(req, maskedFrame(finBit|opText, connect)...)
+		for _, id := range []string{"h1", "h2"} {
+			req = append(req, maskedFrame(finBit|opText, fmt.Appendf(nil, `{"type":"req","id":%q,"method":"health"}`, id))...)
+		}
+		if _, err := conn.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("pad %d: upgrade: %v %v", pad, resp, err)
+		}
+		w := &wire{t: t, conn: conn, br: br, resp: resp}
+		for _, id := range []string{"c1", "h1", "h2"} {
+			if f := w.response(id); f["ok"] != true {
+				t.Fatalf("pad %d: %s: %v", pad, id, f)
+			}
+		}
+		conn.Close()
 	}
 }
