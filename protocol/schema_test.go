@@ -135,33 +135,11 @@ func FuzzPatternFastPath(f *testing.F) {
 		f.Fatal(err)
 	}
 	var fast []*Schema
-	var walk func(s *Schema)
-	seen := map[*Schema]bool{}
-	walk = func(s *Schema) {
-		if s == nil || seen[s] {
-			return
-		}
-		seen[s] = true
+	c.eachSchema(func(s *Schema) {
 		if s.ascii != nil {
 			fast = append(fast, s)
 		}
-		walk(s.Items)
-		for _, p := range s.Properties {
-			walk(p)
-		}
-		for _, p := range s.PatternProperties {
-			walk(p)
-		}
-		for _, p := range s.AnyOf {
-			walk(p)
-		}
-		if s.AdditionalProperties != nil {
-			walk(s.AdditionalProperties.schema)
-		}
-	}
-	for _, d := range c.root.Definitions {
-		walk(d)
-	}
+	})
 	if len(fast) == 0 {
 		f.Fatal("no pattern takes the fast path")
 	}

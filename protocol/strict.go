@@ -81,14 +81,9 @@ var (
 // maxInternLen bounds the strings worth interning.
 const maxInternLen = 64
 
-// buildIntern collects the contract's recurring strings.
-func buildIntern(c *Contract) *internTable {
-	t := &internTable{strs: make(map[string]any), nums: make(map[string]any)}
-	add := func(s string) {
-		if len(s) <= maxInternLen {
-			t.strs[s] = s
-		}
-	}
+// eachSchema calls f once for every schema of the contract: each
+// definition and every schema nested in one.
+func (c *Contract) eachSchema(f func(*Schema)) {
 	seen := make(map[*Schema]bool)
 	var walk func(s *Schema)
 	walk = func(s *Schema) {
@@ -96,15 +91,9 @@ func buildIntern(c *Contract) *internTable {
 			return
 		}
 		seen[s] = true
-		for k, ps := range s.Properties {
-			add(k)
+		f(s)
+		for _, ps := range s.Properties {
 			walk(ps)
-		}
-		for _, e := range s.Enum {
-			add(e)
-		}
-		if s.Const != nil {
-			add(*s.Const)
 		}
 		walk(s.Items)
 		for _, ps := range s.PatternProperties {
@@ -120,6 +109,27 @@ func buildIntern(c *Contract) *internTable {
 	for _, d := range c.root.Definitions {
 		walk(d)
 	}
+}
+
+// buildIntern collects the contract's recurring strings.
+func buildIntern(c *Contract) *internTable {
+	t := &internTable{strs: make(map[string]any), nums: make(map[string]any)}
+	add := func(s string) {
+		if len(s) <= maxInternLen {
+			t.strs[s] = s
+		}
+	}
+	c.eachSchema(func(s *Schema) {
+		for k := range s.Properties {
+			add(k)
+		}
+		for _, e := range s.Enum {
+			add(e)
+		}
+		if s.Const != nil {
+			add(*s.Const)
+		}
+	})
 	for m := range c.root.Methods {
 		add(m)
 	}
