@@ -155,10 +155,8 @@ func (c *Conn) queueFrame(ping, scratch bool, build func() []byte) bool {
 			c.mu.Unlock()
 			return true
 		case directBroken:
-			c.closeSent = true // nothing more can be written
 			c.mu.Unlock()
-			c.cancel()
-			c.closeSocket()
+			c.writeFailed()
 			return false
 		case directPartial:
 			c.mu.Unlock()
@@ -311,8 +309,8 @@ func (c *Conn) writeRest() bool {
 
 // lockWrites takes wmu for a write of the writer or of the close frame and
 // first sends the rest of a cut direct write, so nothing lands inside that
-// frame (the reader's pongs and close echoes use lockControl). (c.mu is taken under wmu: the other order only
-// TryLocks wmu.)
+// frame (the reader's pongs and close echoes use lockControl). c.mu is
+// taken under wmu: the other order only TryLocks wmu.
 func (c *Conn) lockWrites() error {
 	c.wmu.Lock()
 	c.mu.Lock()

@@ -76,12 +76,7 @@ func (s *Server) runConn(ws *websocket.Conn, br *bufio.Reader, pre *bytes.Reader
 	c.nonce = "" // only the handshake needed it
 	ws.SetReadLimit(protocol.MaxPayload)
 	c.armReadDeadline()
-	ws.SetPongHandler(func(string) error {
-		if !c.isClosing() { // a closing connection keeps the close wait
-			c.armReadDeadline()
-		}
-		return nil
-	})
+	ws.SetPongHandler(func(string) error { c.onPong(); return nil })
 	s.onConnected(c)
 	if c.buffered() || !c.park() {
 		c.startReader()
@@ -149,6 +144,14 @@ func (c *Conn) buffered() bool {
 func (c *Conn) armReadDeadline() {
 	tick := c.srv.opts.TickInterval
 	c.setReadDeadline(time.Now().Add(2*tick + min(tick/2, 5*time.Second)))
+}
+
+// onPong re-arms the read deadline for a pong, unless the connection is
+// closing: then the close wait stands.
+func (c *Conn) onPong() {
+	if !c.isClosing() {
+		c.armReadDeadline()
+	}
 }
 
 // setReadDeadline sets the socket's read deadline and records it for the

@@ -135,9 +135,7 @@ func (c *Conn) readControl() bool {
 	}
 	_, _ = c.br.Discard(6 + n)
 	if op == 10 {
-		if !c.isClosing() { // a closing connection keeps the close wait
-			c.armReadDeadline()
-		}
+		c.onPong()
 		return true
 	}
 	if err := c.onPing(string(payload[:n])); err != nil {
