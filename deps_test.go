@@ -13,7 +13,9 @@ const module = "github.com/clawgate/clawgate"
 // the module packages it may import. Anything not listed may import nothing
 // from the module.
 var allowedImports = map[string][]string{
-	"schedule":   {},
+	"schedule": {},
+	// Helper processes: the RPC and process plumbing, stdlib only.
+	"ipc":        {},
 	"protocol":   {},
 	"authn":      {"protocol"},
 	"store":      {},

@@ -1,0 +1,497 @@
+package ipc
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const helperName = "ipc-test-helper"
+
+// TestMain doubles as the helper binary: started with IPC_TEST_HELPER set,
+// the test binary serves helperHandler instead of running tests.
+func TestMain(m *testing.M) {
+	if os.Getenv("IPC_TEST_HELPER") != "" {
+		helperMain()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+var ignoreEOF bool
+
+func helperMain() {
+	var conn *Conn
+	var err error
+	conn, err = Serve(func(ctx context.Context, req *Request) (any, error) {
+		return helperHandler(ctx, conn, req)
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		os.Exit(2)
+	}
+	<-conn.Done()
+	if ignoreEOF {
+		select {}
+	}
+	os.Exit(0)
+}
+
+func helperHandler(ctx context.Context, conn *Conn, req *Request) (any, error) {
+	switch req.Method {
+	case "echo":
+		var v any
+		if err := req.Decode(&v); err != nil {
+			return nil, err
+		}
+		return v, nil
+	case "write":
+		var tag string
+		if err := req.Decode(&tag); err != nil {
+			return nil, err
+		}
+		if len(req.Files) != 1 {
+			return nil, fmt.Errorf("got %d files", len(req.Files))
+		}
+		defer req.Files[0].Close()
+		_, err := io.WriteString(req.Files[0], tag)
+		return nil, err
+	case "callback":
+		var out string
+		err := conn.Call(ctx, "ping", "from helper", &out)
+		return out, err
+	case "block":
+		_ = conn.Call(context.Background(), "started", nil, nil)
+		<-ctx.Done()
+		return nil, conn.Call(context.Background(), "cancelled", nil, nil)
+	case "exit":
+		go func() { time.Sleep(10 * time.Millisecond); os.Exit(3) }()
+		select {}
+	case "ignore-eof":
+		ignoreEOF = true
+		return true, nil
+	case "fail":
+		return nil, &Error{Code: "no_such_thing", Message: "there is no such thing"}
+	case "plain-fail":
+		return nil, errors.New("plain failure")
+	case "panic":
+		panic("boom")
+	case "getenv":
+		var name string
+		if err := req.Decode(&name); err != nil {
+			return nil, err
+		}
+		return os.Getenv(name), nil
+	}
+	return nil, &Error{Code: "unknown_method", Message: "unknown method " + req.Method}
+}
+
+// startHelper starts the test binary as a helper found through
+// $CLAWGATE_HELPER_DIR, with h serving its calls.
+func startHelper(t *testing.T, h Handler) *Process {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(exe, filepath.Join(dir, helperName)); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvHelperDir, dir)
+	var stderr bytes.Buffer
+	p, err := Start(context.Background(), helperName, StartOptions{
+		Env: []string{"IPC_TEST_HELPER=1"}, Handler: h, Stderr: &lockedBuffer{b: &stderr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(5 * time.Second) })
+	return p
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func call(t *testing.T, p *Process, method string, params, result any, files ...*os.File) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return p.Conn().Call(ctx, method, params, result, files...)
+}
+
+func TestCallBothWays(t *testing.T) {
+	p := startHelper(t, func(ctx context.Context, req *Request) (any, error) {
+		if req.Method != "ping" {
+			return nil, fmt.Errorf("unexpected %s", req.Method)
+		}
+		var s string
+		if err := req.Decode(&s); err != nil {
+			return nil, err
+		}
+		return "pong to " + s, nil
+	})
+	type payload struct {
+		A int      `json:"a"`
+		B []string `json:"b"`
+	}
+	var got payload
+	if err := call(t, p, "echo", payload{A: 7, B: []string{"x", "y"}}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.A != 7 || strings.Join(got.B, ",") != "x,y" {
+		t.Fatalf("echo = %+v", got)
+	}
+	var back string
+	if err := call(t, p, "callback", nil, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back != "pong to from helper" {
+		t.Fatalf("callback = %q", back)
+	}
+	var env string
+	if err := call(t, p, "getenv", EnvFD, &env); err != nil {
+		t.Fatal(err)
+	}
+	if env != "" {
+		t.Fatalf("the helper's own children would inherit %s=%s", EnvFD, env)
+	}
+}
+
+// TestFilesTravel: concurrent calls each carry their own pipe, and each
+// descriptor reaches the handler of the call it was sent with.
+func TestFilesTravel(t *testing.T) {
+	p := startHelper(t, nil)
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, w, err := os.Pipe()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer r.Close()
+			tag := fmt.Sprintf("call-%d", i)
+			err = call(t, p, "write", tag, nil, w)
+			_ = w.Close()
+			if err != nil {
+				errs <- err
+				return
+			}
+			got, err := io.ReadAll(r)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if string(got) != tag {
+				errs <- fmt.Errorf("pipe of %s received %q", tag, got)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestCancelReachesHandler(t *testing.T) {
+	started, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
+	p := startHelper(t, func(ctx context.Context, req *Request) (any, error) {
+		switch req.Method {
+		case "started":
+			started <- struct{}{}
+		case "cancelled":
+			cancelled <- struct{}{}
+		}
+		return nil, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- p.Conn().Call(ctx, "block", nil, nil) }()
+	waitFor(t, started, "the handler to start")
+	cancel()
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Call after cancel = %v", err)
+	}
+	waitFor(t, cancelled, "the helper's handler to see the cancellation")
+}
+
+func TestErrors(t *testing.T) {
+	p := startHelper(t, nil)
+	var ie *Error
+	err := call(t, p, "fail", nil, nil)
+	if !errors.As(err, &ie) || ie.Code != "no_such_thing" || ie.Message != "there is no such thing" {
+		t.Fatalf("fail = %#v", err)
+	}
+	err = call(t, p, "plain-fail", nil, nil)
+	if !errors.As(err, &ie) || ie.Code != "" || ie.Message != "plain failure" {
+		t.Fatalf("plain-fail = %#v", err)
+	}
+	err = call(t, p, "panic", nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "panic: boom") {
+		t.Fatalf("panic = %v", err)
+	}
+	// The helper survived its handler's panic.
+	var s string
+	if err := call(t, p, "echo", "still here", &s); err != nil || s != "still here" {
+		t.Fatalf("echo after panic = %q, %v", s, err)
+	}
+	// The gateway side refuses calls when it serves none.
+	var cb string
+	err = call(t, p, "callback", nil, &cb)
+	if !errors.As(err, &ie) || ie.Code != "unknown_method" {
+		t.Fatalf("callback to a conn without handler = %#v", err)
+	}
+}
+
+func TestLargeFrames(t *testing.T) {
+	p := startHelper(t, nil)
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB: many partial writes
+	for range 2 {
+		var got string
+		if err := call(t, p, "echo", big, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != big {
+			t.Fatalf("echo of %d bytes came back as %d bytes", len(big), len(got))
+		}
+	}
+	defer func(l int) { sendLimit = l }(sendLimit)
+	sendLimit = 2 << 20
+	err := call(t, p, "echo", strings.Repeat("x", sendLimit), nil)
+	if err == nil || !strings.Contains(err.Error(), "exceeds") {
+		t.Fatalf("oversized call = %v", err)
+	}
+	var s string
+	if err := call(t, p, "echo", "small", &s); err != nil || s != "small" {
+		t.Fatalf("call after refused oversize = %q, %v", s, err)
+	}
+}
+
+func TestHelperDeath(t *testing.T) {
+	p := startHelper(t, nil)
+	err := call(t, p, "exit", nil, nil)
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("call whose helper died = %v", err)
+	}
+	waitFor(t, p.Done(), "the helper to be reaped")
+	var ee *exec.ExitError
+	if !errors.As(p.ExitErr(), &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("exit = %v", p.ExitErr())
+	}
+	waitFor(t, p.Conn().Done(), "the connection to close")
+	if err := call(t, p, "echo", "x", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("call after death = %v", err)
+	}
+}
+
+func TestStopKillsStubbornHelper(t *testing.T) {
+	p := startHelper(t, nil)
+	var ok bool
+	if err := call(t, p, "ignore-eof", nil, &ok); err != nil || !ok {
+		t.Fatal(err)
+	}
+	_ = p.Stop(100 * time.Millisecond)
+	var ee *exec.ExitError
+	if !errors.As(p.ExitErr(), &ee) || ee.Exited() {
+		t.Fatalf("a helper that ignores EOF was not killed: %v", p.ExitErr())
+	}
+}
+
+func TestStopOrderly(t *testing.T) {
+	p := startHelper(t, nil)
+	_ = p.Stop(10 * time.Second)
+	if err := p.ExitErr(); err != nil {
+		t.Fatalf("a helper that saw EOF exited with %v", err)
+	}
+}
+
+func TestStartWithContext(t *testing.T) {
+	exe, _ := os.Executable()
+	dir := t.TempDir()
+	if err := os.Symlink(exe, filepath.Join(dir, helperName)); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvHelperDir, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	p, err := Start(ctx, helperName, StartOptions{Env: []string{"IPC_TEST_HELPER=1"}, Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	waitFor(t, p.Done(), "the helper to stop with its context")
+}
+
+func TestLookup(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(EnvHelperDir, dir)
+	if _, err := Lookup("clawgate-nothing"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), EnvHelperDir) {
+		t.Fatalf("missing helper: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "plain"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lookup("plain"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("non-executable helper: %v", err)
+	}
+	for _, bad := range []string{"", "../x", "a/b", "/bin/sh"} {
+		if _, err := Lookup(bad); err == nil || errors.Is(err, ErrNotFound) {
+			t.Errorf("Lookup(%q) = %v, want a refusal", bad, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "good"), []byte("#!/bin/sh\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := Lookup("good"); err != nil || p != filepath.Join(dir, "good") {
+		t.Fatalf("Lookup(good) = %q, %v", p, err)
+	}
+	t.Setenv(EnvHelperDir, "")
+	t.Setenv("PATH", dir)
+	if _, err := Lookup("clawgate-nothing"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "go install") {
+		t.Fatalf("missing helper without %s: %v", EnvHelperDir, err)
+	}
+	if p, err := Lookup("good"); err != nil || p != filepath.Join(dir, "good") {
+		t.Fatalf("Lookup(good) on PATH = %q, %v", p, err)
+	}
+}
+
+func TestServeWithoutDescriptor(t *testing.T) {
+	t.Setenv(EnvFD, "")
+	if _, err := Serve(nil); err == nil || !strings.Contains(err.Error(), "not by hand") {
+		t.Fatalf("Serve without %s = %v", EnvFD, err)
+	}
+	t.Setenv(EnvFD, "1")
+	if _, err := Serve(nil); err == nil {
+		t.Fatal("Serve accepted stdout as its connection")
+	}
+}
+
+// TestPeerGone: calls pending when the peer goes away fail with ErrClosed,
+// and a malformed frame ends the connection instead of being guessed at.
+func TestPeerGone(t *testing.T) {
+	a, b := pair(t)
+	ca := NewConn(a, nil)
+	defer ca.Close()
+	res := make(chan error, 1)
+	go func() { res <- ca.Call(context.Background(), "never", nil, nil) }()
+	// b is the raw peer: read the request, then send garbage.
+	hdr := make([]byte, 4)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, make([]byte, binary.BigEndian.Uint32(hdr))); err != nil {
+		t.Fatal(err)
+	}
+	bad := []byte(`{"id":1,"method":"x","response":true}`)
+	binary.BigEndian.PutUint32(hdr, uint32(len(bad)))
+	if _, err := b.Write(append(hdr, bad...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("pending call = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a malformed frame did not end the connection")
+	}
+	if ca.Err() == nil || errors.Is(ca.Err(), ErrClosed) {
+		t.Fatalf("Err() = %v, want the frame error", ca.Err())
+	}
+}
+
+func pair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	fa, fb, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := net.FileConn(fa)
+	fa.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := net.FileConn(fb)
+	fb.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ca.Close(); cb.Close() })
+	return ca.(*net.UnixConn), cb.(*net.UnixConn)
+}
+
+func waitFor[T any](t *testing.T, ch <-chan T, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+func FuzzParseFrame(f *testing.F) {
+	for _, s := range []string{
+		`{"id":1,"method":"echo","params":"x"}`,
+		`{"id":1,"response":true,"result":{"a":1}}`,
+		`{"id":2,"response":true,"error":{"code":"x","message":"y"}}`,
+		`{"cancel":3}`,
+		`{"id":4,"method":"write","params":"t","files":1}`,
+	} {
+		b := binary.BigEndian.AppendUint32(nil, uint32(len(s)))
+		f.Add(append(b, s...))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, n, err := parseFrame(b)
+		if err != nil {
+			if fr != nil || n != 0 {
+				t.Fatal("an error with a frame")
+			}
+			return
+		}
+		if fr == nil {
+			if n != 0 {
+				t.Fatal("no frame but consumed bytes")
+			}
+			return
+		}
+		if n < 5 || n > len(b) {
+			t.Fatalf("consumed %d of %d bytes", n, len(b))
+		}
+		kinds := 0
+		for _, k := range []bool{fr.Method != "", fr.Response, fr.Cancel != 0} {
+			if k {
+				kinds++
+			}
+		}
+		if kinds != 1 {
+			t.Fatalf("frame of %d kinds: %+v", kinds, fr)
+		}
+		if _, err := json.Marshal(fr); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

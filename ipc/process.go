@@ -1,0 +1,201 @@
+package ipc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// EnvFD names the descriptor of a helper's connection to the gateway.
+const EnvFD = "CLAWGATE_IPC_FD"
+
+// EnvHelperDir, if set, is the only directory helpers are started from.
+const EnvHelperDir = "CLAWGATE_HELPER_DIR"
+
+// ErrNotFound: the helper binary is not installed where the gateway looks.
+var ErrNotFound = errors.New("helper binary not found")
+
+// StartOptions configure a helper process.
+type StartOptions struct {
+	// Args are extra arguments. Never put a secret here (any local user
+	// can read a process's arguments); send it in a Call.
+	Args []string
+	// Env is appended to the gateway's environment.
+	Env []string
+	// Handler serves the helper's calls to the gateway.
+	Handler Handler
+	// Stderr receives the helper's stdout and stderr (default os.Stderr).
+	Stderr io.Writer
+}
+
+// Process is a running helper with its connection.
+type Process struct {
+	cmd    *exec.Cmd
+	conn   *Conn
+	exited chan struct{}
+	err    error // the process's exit; set before exited closes
+
+	stopOnce sync.Once
+}
+
+// Lookup finds the helper binary name: in $CLAWGATE_HELPER_DIR if it is
+// set, else beside the running executable, else on $PATH.
+func Lookup(name string) (string, error) {
+	if name == "" || filepath.Base(name) != name {
+		return "", fmt.Errorf("helper %q: not a plain binary name", name)
+	}
+	if dir := os.Getenv(EnvHelperDir); dir != "" {
+		p := filepath.Join(dir, name)
+		if isExecutable(p) {
+			return p, nil
+		}
+		return "", fmt.Errorf("%w: %s is not an executable file (%s=%s)", ErrNotFound, p, EnvHelperDir, dir)
+	}
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), name); isExecutable(p) {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: %s is neither beside this executable nor on $PATH; "+
+		"install the helpers with `go install github.com/clawgate/clawgate/cmd/...@latest` "+
+		"(or, in a checkout, `go build -o DIR ./cmd/...` and run DIR/clawgate)", ErrNotFound, name)
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
+}
+
+// Start runs the helper binary name with a connection to it. When ctx ends
+// the helper is stopped as by Stop with a 5 s grace.
+func Start(ctx context.Context, name string, opts StartOptions) (*Process, error) {
+	path, err := Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	parent, child, err := socketPair()
+	if err != nil {
+		return nil, fmt.Errorf("helper %s: %w", name, err)
+	}
+	defer child.Close()
+	fc, err := net.FileConn(parent)
+	_ = parent.Close()
+	if err != nil {
+		return nil, fmt.Errorf("helper %s: %w", name, err)
+	}
+	uc := fc.(*net.UnixConn)
+	out := opts.Stderr
+	if out == nil {
+		out = os.Stderr
+	}
+	cmd := exec.Command(path, opts.Args...)
+	cmd.Env = append(append(os.Environ(), opts.Env...), EnvFD+"=3")
+	cmd.ExtraFiles = []*os.File{child}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		_ = uc.Close()
+		return nil, fmt.Errorf("helper %s: %w", name, err)
+	}
+	p := &Process{cmd: cmd, conn: NewConn(uc, opts.Handler), exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+		_ = p.conn.uc.Close() // a dead helper's calls fail now
+	}()
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = p.Stop(5 * time.Second)
+		case <-p.exited:
+		}
+	}()
+	return p, nil
+}
+
+// socketPair makes a connected pair of Unix stream sockets, both
+// close-on-exec (exec.Cmd's ExtraFiles hands one to the child).
+func socketPair() (parent, child *os.File, err error) {
+	syscall.ForkLock.RLock()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "ipc-parent"), os.NewFile(uintptr(fds[1]), "ipc-child"), nil
+}
+
+// Conn is the connection to the helper.
+func (p *Process) Conn() *Conn { return p.conn }
+
+// Pid is the helper's process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when the helper has exited.
+func (p *Process) Done() <-chan struct{} { return p.exited }
+
+// ExitErr is how the helper exited (nil for status 0); valid after Done.
+func (p *Process) ExitErr() error {
+	<-p.exited
+	return p.err
+}
+
+// Stop closes the connection (a helper exits when it sees that), waits up
+// to timeout, then kills the helper. It returns once the helper is gone.
+func (p *Process) Stop(timeout time.Duration) error {
+	p.stopOnce.Do(func() {
+		_ = p.conn.Close()
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-p.exited:
+		case <-t.C:
+			_ = p.cmd.Process.Kill()
+		}
+	})
+	<-p.exited
+	return nil
+}
+
+// Serve is the helper's side: it takes the connection the gateway passed
+// in $CLAWGATE_IPC_FD and serves h on it. The helper should exit when the
+// connection's Done closes.
+func Serve(h Handler) (*Conn, error) {
+	v := os.Getenv(EnvFD)
+	if v == "" {
+		return nil, fmt.Errorf("%s is not set: this helper is started by clawgate gateway, not by hand", EnvFD)
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("%s=%q is not a descriptor", EnvFD, v)
+	}
+	_ = os.Unsetenv(EnvFD) // not for the helper's own children
+	f := os.NewFile(uintptr(fd), "ipc")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%d: %w", EnvFD, fd, err)
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		_ = c.Close()
+		return nil, fmt.Errorf("%s=%d is not a Unix socket", EnvFD, fd)
+	}
+	return NewConn(uc, h), nil
+}
