@@ -7,6 +7,8 @@
 #   scripts/bench-handshake.sh                 # this tree
 #   scripts/bench-handshake.sh DIR_A DIR_B     # DIR/clawgate of two builds, interleaved
 #   ROUNDS=3 HANDSHAKES=3000 CONCURRENCY=8 scripts/bench-handshake.sh ...
+#   scripts/bench-handshake.sh floor this      # "floor": clawgate-load floor-server,
+#                                              # the same session with canned frames
 #
 # Each round starts a fresh gateway per build and drives it from a
 # separate process (clawgate-load, built from this tree) with signed
@@ -30,9 +32,18 @@ if [ "${CLAWGATE_BENCH_INNER:-}" != 1 ]; then
 	else
 		names=()
 		for d in "$@"; do
-			n="$(basename "$d")"
-			cp "$d/clawgate" "$OUT/bin/clawgate-$n"
-			names+=("$n")
+			case "$d" in
+			floor) names+=(floor) ;;
+			this)
+				go build -o "$OUT/bin/clawgate-this" ./cmd/clawgate
+				names+=(this)
+				;;
+			*)
+				n="$(basename "$d")"
+				cp "$d/clawgate" "$OUT/bin/clawgate-$n"
+				names+=("$n")
+				;;
+			esac
 		done
 		set -- "${names[@]}"
 	fi
@@ -57,7 +68,11 @@ for r in $(seq "$ROUNDS"); do
 	for b in "$@"; do
 		state="$OUT/state-$b-$r"
 		mkdir -m 700 "$state"
-		"$OUT/bin/clawgate-$b" gateway --port "$PORT" --token "$TOKEN" --state-dir "$state" >"$OUT/gateway-$b-$r.log" 2>&1 &
+		if [ "$b" = floor ]; then
+			"$OUT/bin/clawgate-load" floor-server --listen "127.0.0.1:$PORT" >"$OUT/gateway-$b-$r.log" 2>&1 &
+		else
+			"$OUT/bin/clawgate-$b" gateway --port "$PORT" --token "$TOKEN" --state-dir "$state" >"$OUT/gateway-$b-$r.log" 2>&1 &
+		fi
 		pid=$!
 		for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
 		sleep 0.5

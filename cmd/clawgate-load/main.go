@@ -15,6 +15,11 @@
 //	clawgate-load --url ws://127.0.0.1:18789 --token T --scenarios handshake,health --pid 1234
 //
 // It sends only to the URL it is given; point it at loopback.
+//
+//	clawgate-load floor-server --listen 127.0.0.1:18789
+//
+// serves the same session choreography with canned frames, the cost floor
+// a gateway is measured against (floor.go).
 package main
 
 import (
@@ -44,6 +49,9 @@ func main() {
 // summary. A scenario that fails is recorded in the summary and the run
 // goes on; run returns an error when any scenario failed.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "floor-server" {
+		return runFloor(ctx, args[1:], stderr) // floor.go
+	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
