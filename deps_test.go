@@ -42,7 +42,11 @@ var allowedImports = map[string][]string{
 	"providers/telegram":     {"providers", "protocol"},
 	"providers/slack":        {"providers", "protocol"},
 	"providers/discord":      {"providers", "protocol"},
-	"providers/whatsapp":     {"providers", "protocol"},
+	// The gateway's side of WhatsApp: it runs the session in the
+	// clawgate-whatsapp helper (cmd/clawgate-whatsapp) over ipc.
+	"providers/whatsapp":        {"providers", "protocol", "ipc"},
+	"providers/whatsapp/device": {"providers", "providers/whatsapp"},
+	"cmd/clawgate-whatsapp":     {"ipc", "providers", "providers/whatsapp", "providers/whatsapp/device"},
 	// Fakes of each service's wire protocol, for tests only: they import
 	// no SDK, so the providers are checked against the protocol itself.
 	"providers/telegram/fake": {},
@@ -71,8 +75,8 @@ var exclusiveImports = map[string]string{
 	"github.com/go-telegram/bot":    "providers/telegram",
 	"github.com/slack-go/slack":     "providers/slack",
 	"github.com/bwmarrin/discordgo": "providers/discord",
-	"go.mau.fi/whatsmeow":           "providers/whatsapp",
-	"modernc.org/sqlite":            "providers/whatsapp",
+	"go.mau.fi/whatsmeow":           "providers/whatsapp/device",
+	"modernc.org/sqlite":            "providers/whatsapp/device",
 }
 
 func goList(t *testing.T, format string) []string {

@@ -25,10 +25,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "clawgate")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	// The helpers sit beside the binary, where it looks for them; the
+	// commands run in this process find them through CLAWGATE_HELPER_DIR.
+	if out, err := exec.Command("go", "build", "-o", dir, ".", "../clawgate-whatsapp").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	os.Setenv("CLAWGATE_HELPER_DIR", dir)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

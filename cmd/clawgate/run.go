@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 
 	"github.com/clawgate/clawgate/config"
+	"github.com/clawgate/clawgate/providers/whatsapp"
 )
 
 // version is stamped at release build time with -ldflags "-X main.version=...".
@@ -18,9 +18,9 @@ var version = "0.1.0-dev"
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
-	// whatsappHTTP carries WhatsApp's WebSocket; nil in production (tests
-	// point it at the loopback fake; no flag or variable can set it).
-	whatsappHTTP *http.Client
+	// whatsappTest points the WhatsApp helper at a loopback fake; nil in
+	// production (only tests set it; no flag or variable can).
+	whatsappTest *whatsapp.TestEndpoint
 }
 
 // exitError carries a non-zero exit whose message was already printed.

@@ -84,7 +84,7 @@ func whatsappAccount(a config.WhatsAppAccount, stateDir string, e env, log *slog
 	if a.QueueSize < 0 {
 		return providers.Account{}, nil, errors.New("queueSize must not be negative")
 	}
-	p, err := whatsapp.New(whatsapp.Config{Dir: dir, Logger: log, QueueSize: a.QueueSize, HTTPClient: e.whatsappHTTP})
+	p, err := whatsapp.New(whatsapp.Config{Dir: dir, Logger: log, QueueSize: a.QueueSize, Test: e.whatsappTest})
 	if err != nil {
 		return providers.Account{}, nil, err
 	}
@@ -271,7 +271,7 @@ func runChannelsLogin(ctx context.Context, args []string, e env) error {
 	defer cancel()
 	show := newQRScreen(e.stdout, !f.noClear, f.printCode)
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	prov, err := whatsapp.New(whatsapp.Config{Dir: dir, Logger: log, HTTPClient: e.whatsappHTTP})
+	prov, err := whatsapp.New(whatsapp.Config{Dir: dir, Logger: log, Test: e.whatsappTest})
 	if errors.Is(err, whatsapp.ErrSessionLocked) {
 		fmt.Fprintln(e.stderr, "A running gateway holds the WhatsApp session; linking through it.")
 		return loginThroughGateway(ctx, f, id, show, e)

@@ -15,8 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"go.mau.fi/whatsmeow"
-
+	"github.com/clawgate/clawgate/providers/whatsapp"
 	wafake "github.com/clawgate/clawgate/providers/whatsapp/fake"
 )
 
@@ -171,9 +170,8 @@ func TestChannelsLoginWhatsApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := whatsmeow.WACertPubKey
-	whatsmeow.WACertPubKey = srv.CertPubKey()
-	t.Cleanup(func() { srv.Close(); whatsmeow.WACertPubKey = old })
+	t.Cleanup(srv.Close)
+	endpoint := &whatsapp.TestEndpoint{Addr: srv.Addr(), Cert: srv.Certificate(), RootKey: srv.CertPubKey()}
 
 	state := privateDir(t)
 	whatsappConfig(t, state, nil)
@@ -188,7 +186,7 @@ func TestChannelsLoginWhatsApp(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- run(context.Background(), append([]string{"channels", "login", "whatsapp", "--print-code", "--timeout", "30s"}, args...),
-				env{stdout: out, stderr: out, getenv: getenv, whatsappHTTP: srv.HTTPClient()})
+				env{stdout: out, stderr: out, getenv: getenv, whatsappTest: endpoint})
 		}()
 		return out, done
 	}
@@ -213,7 +211,7 @@ func TestChannelsLoginWhatsApp(t *testing.T) {
 	gdone := make(chan error, 1)
 	go func() {
 		gdone <- run(gctx, []string{"gateway", "--port", strconv.Itoa(port)},
-			env{stdout: logs, stderr: logs, getenv: getenv, whatsappHTTP: srv.HTTPClient()})
+			env{stdout: logs, stderr: logs, getenv: getenv, whatsappTest: endpoint})
 	}()
 	t.Cleanup(func() {
 		stop()

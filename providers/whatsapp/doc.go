@@ -1,30 +1,22 @@
-// Package whatsapp is the WhatsApp provider: one linked device ("WhatsApp
-// Web" companion) driven by go.mau.fi/whatsmeow, the only package that
-// imports that library and the pure-Go SQLite driver its session store
-// runs on.
+// Package whatsapp is the gateway's side of the WhatsApp provider. The
+// linked device itself (whatsmeow, its SQLite session store, package
+// device) runs in a separate process, clawgate-whatsapp
+// (cmd/clawgate-whatsapp), so the gateway never loads those libraries: its
+// idle memory stays small, and a WhatsApp crash cannot take it down.
 //
-// The session (Signal identity, prekeys, sessions with peers) lives in one
-// SQLite file in the state directory: directory 0700, file 0600. A lock
-// file beside it is held for the life of the process, so a second gateway
-// on the host cannot open the same session; it fails with a clear error
-// naming the holder instead of fighting the first for the connection.
+// Provider implements providers.Provider, Prober and LogoutProvider, plus
+// QR linking (StartLogin, WaitLogin, Link, LoginStatus, WatchLogin), by
+// calling the helper over an ipc connection (wire.go lists the methods).
+// New takes the session lock in the gateway, so a second gateway on the
+// host fails at startup naming the holder, and passes the locked file to
+// each helper it starts. A Run starts a helper and stops it when it
+// returns; a helper that dies ends the Run with an error, and the
+// Supervisor's restart starts a new one. Inbound messages come back as
+// calls that return only once the gateway's Sink.Deliver has, so the
+// helper acknowledges them exactly as an in-process provider would.
 //
-// Linking is by QR code. The provider exposes the rotating QR payloads
-// (StartLogin, WaitLogin) so the CLI can draw them in a terminal and the
-// gateway can hand them to an admin client (web.login.start/wait). A
-// device that is not linked, or that the phone unlinked, is reported as
-// "needs re-link" in the account's status, never only in a log line.
-//
-// whatsmeow calls event handlers synchronously from its connection loop,
-// so the handler here never blocks: it puts messages on a bounded queue
-// and refuses (leaving the message unacknowledged, for WhatsApp to
-// redeliver) when the queue is full. Senders are identified by phone
-// number in E.164 form ("+15551234567"); a sender that arrives as a LID
-// ("…@lid") is resolved through whatsmeow's LID map, and one that cannot
-// be resolved keeps its LID as its id, so it matches no phone-number
-// allowlist entry and is dropped (fail closed), with the LID logged.
-//
-// Reconnects belong to the providers.Supervisor: whatsmeow's own
-// auto-reconnect is off, Run returns on a lost connection and is restarted
-// with exponential backoff.
+// The package also holds what the gateway needs without whatsmeow: the
+// channel's name and capabilities, sender and destination id syntax
+// (ValidAllowEntry, ValidDestination), the linking states and the
+// sentinel errors, which keep their identity across the ipc connection.
 package whatsapp

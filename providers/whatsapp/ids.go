@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	"go.mau.fi/whatsmeow/types"
 )
 
 // Sender and chat ids as the gateway sees them:
@@ -17,16 +15,18 @@ import (
 // Policy matches these strings exactly; a LID never equals a phone number,
 // so an unresolved LID matches no phone-number allowlist entry.
 
-const lidSuffix = "@" + types.HiddenUserServer
+// The JID servers of the ids above (whatsmeow's types.DefaultUserServer,
+// HiddenUserServer and GroupServer).
+const (
+	UserServer  = "s.whatsapp.net"
+	LIDServer   = "lid"
+	GroupServer = "g.us"
+)
+
+const lidSuffix = "@" + LIDServer
 
 // ErrBadID is returned for a destination that is not a WhatsApp id.
 var ErrBadID = errors.New("whatsapp: not a WhatsApp id (want +<phone>, <lid>@lid or <group>@g.us)")
-
-// phoneID is the gateway id of a phone-number user JID.
-func phoneID(jid types.JID) string { return "+" + jid.User }
-
-// lidID is the gateway id of a LID user JID.
-func lidID(jid types.JID) string { return jid.User + lidSuffix }
 
 // ValidAllowEntry reports whether s can name a WhatsApp sender in an
 // allowlist: "+<7-15 digits>" or "<digits>@lid". Config loading uses it to
@@ -52,7 +52,7 @@ func ValidAllowEntry(s string) error {
 // ValidDestination reports whether s can be a Send destination; allowTo
 // entries are checked with it.
 func ValidDestination(s string) error {
-	if _, err := parseDestination(s); err != nil {
+	if _, _, err := ParseDestination(s); err != nil {
 		return fmt.Errorf("%q: %w", s, err)
 	}
 	return nil
@@ -70,36 +70,36 @@ func digits(s string, minLen, maxLen int) bool {
 	return true
 }
 
-// parseDestination turns a gateway id into the JID to send to. Device
-// suffixes, other servers (newsletters, broadcast lists, bots) and
-// anything unparsable are refused.
-func parseDestination(s string) (types.JID, error) {
+// ParseDestination splits a gateway id into the user and server of the
+// JID to send to. Device suffixes, other servers (newsletters, broadcast
+// lists, bots) and anything unparsable are refused with ErrBadID.
+func ParseDestination(s string) (user, server string, err error) {
 	if strings.HasPrefix(s, "+") {
 		if !digits(s[1:], 7, 15) {
-			return types.JID{}, ErrBadID
+			return "", "", ErrBadID
 		}
-		return types.NewJID(s[1:], types.DefaultUserServer), nil
+		return s[1:], UserServer, nil
 	}
 	user, server, ok := strings.Cut(s, "@")
 	if !ok || strings.ContainsAny(user, ":.") {
-		return types.JID{}, ErrBadID
+		return "", "", ErrBadID
 	}
 	switch server {
-	case types.DefaultUserServer:
+	case UserServer:
 		if !digits(user, 7, 15) {
-			return types.JID{}, ErrBadID
+			return "", "", ErrBadID
 		}
-	case types.HiddenUserServer:
+	case LIDServer:
 		if !digits(user, 1, 20) {
-			return types.JID{}, ErrBadID
+			return "", "", ErrBadID
 		}
-	case types.GroupServer:
+	case GroupServer:
 		// Group ids are digits, older ones "<creator>-<timestamp>".
 		if user == "" || len(user) > 64 || strings.Trim(user, "0123456789-") != "" {
-			return types.JID{}, ErrBadID
+			return "", "", ErrBadID
 		}
 	default:
-		return types.JID{}, ErrBadID
+		return "", "", ErrBadID
 	}
-	return types.NewJID(user, server), nil
+	return user, server, nil
 }

@@ -12,8 +12,8 @@ import (
 // lockSession creates dir/session.lock exclusively. Without flock a crash
 // leaves the file behind; the error names it so it can be removed once no
 // clawgate is running.
-func lockSession(dir string) (*sessionLock, error) {
-	path := filepath.Join(dir, "session.lock")
+func lockSession(dir string) (*SessionLock, error) {
+	path := filepath.Join(dir, lockFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		pid := 0
@@ -31,11 +31,20 @@ func lockSession(dir string) (*sessionLock, error) {
 		os.Remove(path)
 		return nil, fmt.Errorf("whatsapp: write session lock: %w", err)
 	}
-	return &sessionLock{f: f}, nil
+	return &SessionLock{f: f}, nil
 }
 
-func (l *sessionLock) release() {
+// holdsLock: without flock, an open lock file is the lock.
+func holdsLock(*os.File) error { return nil }
+
+// Release gives the lock up (an adopted one only closes its descriptor).
+func (l *SessionLock) Release() {
 	if l == nil || l.f == nil {
+		return
+	}
+	if l.adopted {
+		l.f.Close()
+		l.f = nil
 		return
 	}
 	name := l.f.Name()

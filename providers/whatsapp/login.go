@@ -62,8 +62,10 @@ var (
 	ErrQRTimeout = errors.New("whatsapp: the QR code expired without being scanned")
 )
 
-// loginBoard holds the current LoginStatus and wakes waiters on change.
-type loginBoard struct {
+// LoginBoard holds the current LoginStatus, wakes waiters and calls
+// watchers on every change. The device publishes on one; the gateway
+// mirrors the helper's on another.
+type LoginBoard struct {
 	mu       sync.Mutex
 	st       LoginStatus
 	changed  chan struct{} // closed and replaced on every change
@@ -71,18 +73,21 @@ type loginBoard struct {
 	nextW    int
 }
 
-func newLoginBoard() *loginBoard {
-	return &loginBoard{changed: make(chan struct{}), watchers: map[int]func(LoginStatus){}}
+// NewLoginBoard returns a board in LinkUnknown.
+func NewLoginBoard() *LoginBoard {
+	return &LoginBoard{changed: make(chan struct{}), watchers: map[int]func(LoginStatus){}}
 }
 
-func (b *loginBoard) get() LoginStatus {
+// Get returns the current status.
+func (b *LoginBoard) Get() LoginStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.st
 }
 
-// update applies fn and publishes the result when it changed anything.
-func (b *loginBoard) update(fn func(*LoginStatus)) {
+// Update applies fn and publishes the result when it changed anything;
+// Seq is the board's own (what fn sets is ignored).
+func (b *LoginBoard) Update(fn func(*LoginStatus)) {
 	b.mu.Lock()
 	next := b.st
 	fn(&next)
@@ -114,9 +119,9 @@ func sortedKeys(m map[int]func(LoginStatus)) []int {
 	return keys
 }
 
-// wait returns the status once cond holds, or the current one when ctx
+// Wait returns the status once cond holds, or the current one when ctx
 // ends (not an error: the caller reports "still waiting").
-func (b *loginBoard) wait(ctx context.Context, cond func(LoginStatus) bool) LoginStatus {
+func (b *LoginBoard) Wait(ctx context.Context, cond func(LoginStatus) bool) LoginStatus {
 	for {
 		b.mu.Lock()
 		st, ch := b.st, b.changed
@@ -127,12 +132,14 @@ func (b *loginBoard) wait(ctx context.Context, cond func(LoginStatus) bool) Logi
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return b.get()
+			return b.Get()
 		}
 	}
 }
 
-func (b *loginBoard) watch(fn func(LoginStatus)) (stop func()) {
+// Watch calls fn (which must not block for long) after every change, in
+// the changing goroutine, until stop is called.
+func (b *LoginBoard) Watch(fn func(LoginStatus)) (stop func()) {
 	b.mu.Lock()
 	id := b.nextW
 	b.nextW++

@@ -109,6 +109,10 @@ func New() (*Server, error) {
 // CertPubKey is the root key a test installs as whatsmeow.WACertPubKey.
 func (s *Server) CertPubKey() [32]byte { return *s.root.Pub }
 
+// Certificate is the fake's TLS certificate (DER), for a client in
+// another process (whatsapp.TestEndpoint).
+func (s *Server) Certificate() []byte { return s.hs.Certificate().Raw }
+
 // Addr is the fake's loopback address.
 func (s *Server) Addr() string { return s.hs.Listener.Addr().String() }
 

@@ -1,4 +1,4 @@
-package whatsapp
+package device
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"go.mau.fi/whatsmeow/types"
 
 	"github.com/clawgate/clawgate/providers"
+	"github.com/clawgate/clawgate/providers/whatsapp"
 )
 
 // lockHelperEnv makes the test binary a second process that tries to open
@@ -45,9 +46,9 @@ func TestSecondProcessCannotOpenSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = New(Config{Dir: dir})
-	var le *LockedError
-	if !errors.As(err, &le) || !errors.Is(err, ErrSessionLocked) || le.PID != os.Getpid() {
-		t.Fatalf("second New in the process: %v; want a LockedError naming pid %d", err, os.Getpid())
+	var le *whatsapp.LockedError
+	if !errors.As(err, &le) || !errors.Is(err, whatsapp.ErrSessionLocked) || le.PID != os.Getpid() {
+		t.Fatalf("second New in the process: %v; want a whatsapp.LockedError naming pid %d", err, os.Getpid())
 	}
 
 	second := func() (string, int) {
@@ -108,7 +109,7 @@ func TestSessionFilesPrivate(t *testing.T) {
 
 // TestQRRotationAndTimeout: the codes WhatsApp hands out are shown one
 // after another as each expires; when all have expired, linking ends with
-// ErrQRTimeout and a "timeout" state, and nothing is linked.
+// whatsapp.ErrQRTimeout and a "timeout" state, and nothing is linked.
 func TestQRRotationAndTimeout(t *testing.T) {
 	srv := newFake(t)
 	srv.Refs = 3
@@ -119,8 +120,8 @@ func TestQRRotationAndTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err := p.Link(ctx, false, feed.on)
-	if !errors.Is(err, ErrQRTimeout) {
-		t.Fatalf("Link = %v; want ErrQRTimeout", err)
+	if !errors.Is(err, whatsapp.ErrQRTimeout) {
+		t.Fatalf("Link = %v; want whatsapp.ErrQRTimeout", err)
 	}
 	codes := feed.all()
 	if len(codes) != 3 {
@@ -131,7 +132,7 @@ func TestQRRotationAndTimeout(t *testing.T) {
 			t.Fatalf("code %d = %q; want ref,noise,identity,adv and each code different", i, c)
 		}
 	}
-	if st := p.LoginStatus(); st.State != LinkTimeout || st.QR != "" || st.Connected {
+	if st := p.LoginStatus(); st.State != whatsapp.LinkTimeout || st.QR != "" || st.Connected {
 		t.Fatalf("status after timeout = %+v", st)
 	}
 	if srv.Linked() {
@@ -143,8 +144,8 @@ func TestQRRotationAndTimeout(t *testing.T) {
 	}
 	// A linked session refuses a second link unless forced.
 	link(t, p, srv)
-	if err := p.Link(ctx, false, nil); !errors.Is(err, ErrAlreadyLinked) {
-		t.Fatalf("Link on a linked device = %v; want ErrAlreadyLinked", err)
+	if err := p.Link(ctx, false, nil); !errors.Is(err, whatsapp.ErrAlreadyLinked) {
+		t.Fatalf("Link on a linked device = %v; want whatsapp.ErrAlreadyLinked", err)
 	}
 }
 
@@ -178,10 +179,10 @@ func TestLogoutMidRunNeedsRelink(t *testing.T) {
 	if st := sup.Statuses()[0]; !needsRelink(st) {
 		t.Fatalf("Statuses() = %+v; want needs re-link", st)
 	}
-	if st := p.LoginStatus(); st.State != LinkNeeded || st.Connected {
+	if st := p.LoginStatus(); st.State != whatsapp.LinkNeeded || st.Connected {
 		t.Fatalf("login status = %+v; want needs-relink", st)
 	}
-	route := providers.Route{Channel: Name, AccountID: "default"}
+	route := providers.Route{Channel: whatsapp.Name, AccountID: "default"}
 	if _, err := sup.Send(context.Background(), route, providers.Outbound{To: aliceID, Text: "hello?"}); err == nil {
 		t.Fatal("send succeeded with no linked device")
 	}
@@ -197,7 +198,7 @@ func TestLogoutMidRunNeedsRelink(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*defaultConnectTimeout)
 	defer cancel()
 	st, err := p.StartLogin(ctx, false)
-	if err != nil || st.State != LinkQR || st.QR == "" {
+	if err != nil || st.State != whatsapp.LinkQR || st.QR == "" {
 		t.Fatalf("StartLogin = %+v, %v; want a QR code", st, err)
 	}
 	mark = sl.count()
@@ -243,7 +244,7 @@ func TestForcedRelinkAndLogout(t *testing.T) {
 		t.Fatalf("StartLogin on a linked account = %+v, %v; want 'already linked'", st, err)
 	}
 	st, err := p.StartLogin(ctx, true)
-	if err != nil || st.State != LinkQR {
+	if err != nil || st.State != whatsapp.LinkQR {
 		t.Fatalf("forced StartLogin = %+v, %v; want a new QR", st, err)
 	}
 	if srv.Linked() {
@@ -255,18 +256,18 @@ func TestForcedRelinkAndLogout(t *testing.T) {
 	if st := p.WaitLogin(ctx, st.QR); !st.Connected {
 		t.Fatalf("WaitLogin = %+v", st)
 	}
-	route := providers.Route{Channel: Name, AccountID: "default"}
+	route := providers.Route{Channel: whatsapp.Name, AccountID: "default"}
 	if _, err := sup.Logout(ctx, route); err != nil {
 		t.Fatal(err)
 	}
 	if srv.Linked() {
 		t.Fatal("Logout did not unlink the device at the fake")
 	}
-	if st := p.LoginStatus(); st.State != LinkNeeded || st.Connected {
+	if st := p.LoginStatus(); st.State != whatsapp.LinkNeeded || st.Connected {
 		t.Fatalf("after Logout: %+v", st)
 	}
-	if _, err := p.StartLogin(ctx, false); !errors.Is(err, ErrNotRunning) {
-		t.Fatalf("StartLogin on a logged-out account = %v; want ErrNotRunning", err)
+	if _, err := p.StartLogin(ctx, false); !errors.Is(err, whatsapp.ErrNotRunning) {
+		t.Fatalf("StartLogin on a logged-out account = %v; want whatsapp.ErrNotRunning", err)
 	}
 }
 

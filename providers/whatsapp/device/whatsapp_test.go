@@ -1,4 +1,4 @@
-package whatsapp
+package device
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/clawgate/clawgate/providers"
 	"github.com/clawgate/clawgate/providers/providertest"
+	"github.com/clawgate/clawgate/providers/whatsapp"
 	"github.com/clawgate/clawgate/providers/whatsapp/fake"
 )
 
@@ -84,8 +85,8 @@ type codeFeed struct {
 
 func newCodeFeed() *codeFeed { return &codeFeed{ch: make(chan string, 64)} }
 
-func (f *codeFeed) on(st LoginStatus) {
-	if st.State != LinkQR || st.QR == "" {
+func (f *codeFeed) on(st whatsapp.LoginStatus) {
+	if st.State != whatsapp.LinkQR || st.QR == "" {
 		return
 	}
 	f.mu.Lock()

@@ -1,4 +1,4 @@
-package whatsapp
+package device
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/clawgate/clawgate/providers"
+	"github.com/clawgate/clawgate/providers/whatsapp"
 )
 
 // These tests feed whatsmeow event values through the client's real
@@ -277,7 +278,7 @@ func TestConnectionEvents(t *testing.T) {
 			return errors.As(err, &perm) && errors.Is(err, errOutdated)
 		}},
 		{"temporary ban", &events.TemporaryBan{Code: events.TempBanSentToTooManyPeople, Expire: time.Hour}, func(err error) bool {
-			var ban *BannedError
+			var ban *whatsapp.BannedError
 			return errors.As(err, &ban) && time.Until(ban.Expire) > 50*time.Minute && strings.Contains(err.Error(), "banned")
 		}},
 		{"keepalive lost for long", &events.KeepAliveTimeout{ErrorCount: 9, LastSuccess: time.Now().Add(-10 * time.Minute)},
@@ -323,9 +324,9 @@ func TestBanReportedAndWaitedOut(t *testing.T) {
 		st := sm.sink.lastState()
 		return st.state == providers.StateReconnecting && st.err != nil && strings.Contains(st.err.Error(), "temporarily banned")
 	})
-	var ban *BannedError
+	var ban *whatsapp.BannedError
 	if !errors.As(sm.sink.lastState().err, &ban) || ban.Code != events.TempBanSentToTooManyPeople.String() {
-		t.Fatalf("status error = %v; want a BannedError with the code", sm.sink.lastState().err)
+		t.Fatalf("status error = %v; want a whatsapp.BannedError with the code", sm.sink.lastState().err)
 	}
 	select {
 	case err := <-finished:

@@ -1,4 +1,4 @@
-package whatsapp
+package device
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/store/sqlstore"
@@ -22,30 +21,6 @@ const dbName = "session.db"
 type sessionStore struct {
 	container *sqlstore.Container
 	dev       *store.Device
-}
-
-// prepareDir creates dir 0700 (or tightens it) and refuses a path SQLite's
-// URI parsing would misread.
-func prepareDir(dir string) error {
-	if dir == "" || !filepath.IsAbs(dir) {
-		return fmt.Errorf("whatsapp: session dir %q must be an absolute path", dir)
-	}
-	if strings.ContainsAny(dir, "?#%") {
-		return fmt.Errorf("whatsapp: session dir %q must not contain '?', '#' or '%%'", dir)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("whatsapp: create session dir: %w", err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("whatsapp: session dir: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("whatsapp: restrict session dir to 0700: %w", err)
-		}
-	}
-	return nil
 }
 
 // openStore opens (creating it 0600 if needed) the session database with

@@ -1,4 +1,4 @@
-package whatsapp
+package device
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/clawgate/clawgate/providers"
+	"github.com/clawgate/clawgate/providers/whatsapp"
 )
 
 // ctlQueueSize bounds the connection events (connected, disconnected,
@@ -144,8 +145,8 @@ func (s *session) relinked(reason string) {
 	s.detach()
 	s.log.Warn("WhatsApp device unlinked; needs re-link", "reason", reason)
 	s.forget()
-	s.p.login.update(func(st *LoginStatus) {
-		*st = LoginStatus{State: LinkNeeded, Message: "needs re-link: " + reason, Seq: st.Seq}
+	s.p.login.Update(func(st *whatsapp.LoginStatus) {
+		*st = whatsapp.LoginStatus{State: whatsapp.LinkNeeded, Message: "needs re-link: " + reason, Seq: st.Seq}
 	})
 }
 
@@ -180,7 +181,7 @@ func (s *session) control(ev any) error {
 	case *events.ClientOutdated:
 		return providers.Permanent(errOutdated)
 	case *events.TemporaryBan:
-		return &BannedError{Code: ev.Code.String(), Expire: time.Now().Add(ev.Expire)}
+		return &whatsapp.BannedError{Code: ev.Code.String(), Expire: time.Now().Add(ev.Expire)}
 	case *events.ConnectFailure:
 		return fmt.Errorf("whatsapp: connect failure %d", int(ev.Reason))
 	case *events.StreamError:
@@ -240,11 +241,11 @@ func (s *session) connect(ctx context.Context) error {
 func (s *session) serve(ctx context.Context) error {
 	s.p.setClient(s.cli)
 	defer s.p.setClient(nil)
-	s.p.login.update(func(st *LoginStatus) {
-		*st = LoginStatus{State: LinkLinked, Connected: true, Account: phoneID(s.jid.ToNonAD()),
+	s.p.login.Update(func(st *whatsapp.LoginStatus) {
+		*st = whatsapp.LoginStatus{State: whatsapp.LinkLinked, Connected: true, Account: phoneID(s.jid.ToNonAD()),
 			Message: "connected", Seq: st.Seq}
 	})
-	defer s.p.login.update(func(st *LoginStatus) { st.Connected = false })
+	defer s.p.login.Update(func(st *whatsapp.LoginStatus) { st.Connected = false })
 	s.sink.SetState(providers.StateConnected, nil)
 	for {
 		select {
@@ -296,10 +297,10 @@ func (s *session) unlink(ctx context.Context) {
 // requests until one succeeds (nil: linked and logged in) or ctx ends.
 func (s *session) awaitLink(ctx context.Context, reason string) error {
 	for {
-		s.sink.SetState(providers.StateReconnecting, &NeedsLinkError{Reason: reason})
-		s.p.login.update(func(st *LoginStatus) {
-			if st.State != LinkTimeout && st.State != LinkFailed {
-				*st = LoginStatus{State: LinkNeeded, Message: "needs re-link: " + reason, Seq: st.Seq}
+		s.sink.SetState(providers.StateReconnecting, &whatsapp.NeedsLinkError{Reason: reason})
+		s.p.login.Update(func(st *whatsapp.LoginStatus) {
+			if st.State != whatsapp.LinkTimeout && st.State != whatsapp.LinkFailed {
+				*st = whatsapp.LoginStatus{State: whatsapp.LinkNeeded, Message: "needs re-link: " + reason, Seq: st.Seq}
 			}
 		})
 		select {
@@ -327,19 +328,19 @@ func (s *session) awaitLink(ctx context.Context, reason string) error {
 // one and the new device has logged in.
 func (s *session) link(ctx context.Context) (err error) {
 	board := s.p.login
-	fail := func(state LinkState, e error) error {
+	fail := func(state whatsapp.LinkState, e error) error {
 		s.detach()
-		board.update(func(st *LoginStatus) {
-			*st = LoginStatus{State: state, Message: e.Error(), Seq: st.Seq}
+		board.Update(func(st *whatsapp.LoginStatus) {
+			*st = whatsapp.LoginStatus{State: state, Message: e.Error(), Seq: st.Seq}
 		})
 		return e
 	}
-	board.update(func(st *LoginStatus) {
-		*st = LoginStatus{State: LinkNeeded, Message: "connecting to WhatsApp for a QR code", Seq: st.Seq}
+	board.Update(func(st *whatsapp.LoginStatus) {
+		*st = whatsapp.LoginStatus{State: whatsapp.LinkNeeded, Message: "connecting to WhatsApp for a QR code", Seq: st.Seq}
 	})
 	cctx := s.attach(ctx)
 	if err := s.cli.ConnectContext(cctx); err != nil {
-		return fail(LinkFailed, fmt.Errorf("whatsapp: connect for linking: %w", err))
+		return fail(whatsapp.LinkFailed, fmt.Errorf("whatsapp: connect for linking: %w", err))
 	}
 	var codes []string
 	rotate := time.NewTimer(time.Hour)
@@ -348,8 +349,8 @@ func (s *session) link(ctx context.Context) (err error) {
 	deadline := time.NewTimer(s.p.cfg.ConnectTimeout) // until the first code, then after the scan
 	defer deadline.Stop()
 	show := func(code string, d time.Duration) {
-		board.update(func(st *LoginStatus) {
-			*st = LoginStatus{State: LinkQR, QR: code, QRExpires: time.Now().Add(d),
+		board.Update(func(st *whatsapp.LoginStatus) {
+			*st = whatsapp.LoginStatus{State: whatsapp.LinkQR, QR: code, QRExpires: time.Now().Add(d),
 				Message: "scan this code in WhatsApp: Settings > Linked devices > Link a device", Seq: st.Seq}
 		})
 		rotate.Reset(d)
@@ -358,15 +359,15 @@ func (s *session) link(ctx context.Context) (err error) {
 	for {
 		select {
 		case <-ctx.Done():
-			return fail(LinkFailed, ctx.Err())
+			return fail(whatsapp.LinkFailed, ctx.Err())
 		case <-deadline.C:
 			if paired {
-				return fail(LinkFailed, errors.New("whatsapp: linked, but the login did not complete"))
+				return fail(whatsapp.LinkFailed, errors.New("whatsapp: linked, but the login did not complete"))
 			}
-			return fail(LinkFailed, errors.New("whatsapp: WhatsApp sent no QR code"))
+			return fail(whatsapp.LinkFailed, errors.New("whatsapp: WhatsApp sent no QR code"))
 		case <-rotate.C:
 			if len(codes) == 0 {
-				return fail(LinkTimeout, ErrQRTimeout)
+				return fail(whatsapp.LinkTimeout, whatsapp.ErrQRTimeout)
 			}
 			show(codes[0], s.p.cfg.QRNext)
 			codes = codes[1:]
@@ -388,14 +389,14 @@ func (s *session) link(ctx context.Context) (err error) {
 				rotate.Stop()
 				deadline.Reset(s.p.cfg.ConnectTimeout)
 				s.log.Info("WhatsApp device linked", "account", phoneID(ev.ID.ToNonAD()), "platform", ev.Platform)
-				board.update(func(st *LoginStatus) {
-					*st = LoginStatus{State: LinkPaired, Account: phoneID(ev.ID.ToNonAD()),
+				board.Update(func(st *whatsapp.LoginStatus) {
+					*st = whatsapp.LoginStatus{State: whatsapp.LinkPaired, Account: phoneID(ev.ID.ToNonAD()),
 						Message: "linked; logging in", Seq: st.Seq}
 				})
 			case *events.PairError:
-				return fail(LinkFailed, fmt.Errorf("whatsapp: linking failed: %w", ev.Error))
+				return fail(whatsapp.LinkFailed, fmt.Errorf("whatsapp: linking failed: %w", ev.Error))
 			case *events.QRScannedWithoutMultidevice:
-				board.update(func(st *LoginStatus) {
+				board.Update(func(st *whatsapp.LoginStatus) {
 					st.Message = "the phone has multi-device off; turn it on and scan again"
 				})
 			case *events.Connected:
@@ -409,10 +410,10 @@ func (s *session) link(ctx context.Context) (err error) {
 					}
 					var perm *providers.PermanentError
 					if errors.As(cerr, &perm) {
-						fail(LinkFailed, cerr)
+						fail(whatsapp.LinkFailed, cerr)
 						return cerr
 					}
-					return fail(LinkFailed, fmt.Errorf("whatsapp: linking interrupted: %w", cerr))
+					return fail(whatsapp.LinkFailed, fmt.Errorf("whatsapp: linking interrupted: %w", cerr))
 				}
 			}
 		}
