@@ -153,6 +153,7 @@ func (d *doctor) add(id string, sev severity, title, detail, fix string) {
 func (d *doctor) runChecks(ctx context.Context) {
 	d.checkStateDir()
 	d.checkConfig()
+	d.checkWhatsAppHelper() // whatsapp.go
 	d.resolveListen()
 	d.checkBind()
 	d.checkToken()

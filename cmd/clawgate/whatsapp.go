@@ -18,6 +18,7 @@ import (
 	"github.com/clawgate/clawgate/client"
 	"github.com/clawgate/clawgate/config"
 	"github.com/clawgate/clawgate/gateway"
+	"github.com/clawgate/clawgate/ipc"
 	"github.com/clawgate/clawgate/providers"
 	"github.com/clawgate/clawgate/providers/whatsapp"
 )
@@ -90,6 +91,21 @@ func whatsappAccount(a config.WhatsAppAccount, stateDir string, e env, log *slog
 	}
 	return providers.Account{ID: id, Label: a.Label, Provider: p, Policy: policy(a.AccountPolicy, nil),
 		TokenSource: "session"}, p, nil
+}
+
+// checkWhatsAppHelper: a configured WhatsApp account needs the
+// clawgate-whatsapp helper where the gateway looks for it.
+func (d *doctor) checkWhatsAppHelper() {
+	if !d.cfgOK || len(d.cfg.Channels.WhatsApp) == 0 {
+		return
+	}
+	path, err := ipc.Lookup(whatsapp.HelperName)
+	if err != nil {
+		d.add("whatsapp-helper", sevCritical, "The WhatsApp helper is missing; the gateway will not start", err.Error(),
+			"install it next to clawgate: go install github.com/clawgate/clawgate/cmd/...@latest")
+		return
+	}
+	d.add("whatsapp-helper", sevOK, "The WhatsApp helper is installed", path, "")
 }
 
 // whatsappLogins is the gateway.WebLoginer of the configured WhatsApp

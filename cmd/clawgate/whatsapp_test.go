@@ -118,6 +118,22 @@ func TestWhatsAppOneGatewayPerSession(t *testing.T) {
 	}
 }
 
+// TestDoctorWhatsAppHelper: with a WhatsApp account configured, doctor
+// finds the helper where the gateway would, and calls its absence critical.
+func TestDoctorWhatsAppHelper(t *testing.T) {
+	s := newDoctorSetup(t)
+	s.write(t, "clawgate.json", `{"version":1,"channels":{"whatsapp":[{"allowFrom":["+15551234567"]}]}}`, 0o600)
+	rep, out, err := s.doctor(t)
+	if f := findingsByID(rep)["whatsapp-helper"]; err != nil || f.Severity != sevOK || !strings.HasSuffix(f.Detail, "/"+whatsapp.HelperName) {
+		t.Fatalf("helper installed: err %v, finding %+v\n%s", err, f, out)
+	}
+	t.Setenv("CLAWGATE_HELPER_DIR", t.TempDir())
+	rep, _, err = s.doctor(t)
+	if f := wantCritical(t, rep, err, "whatsapp-helper"); !strings.Contains(f.Detail, whatsapp.HelperName) {
+		t.Errorf("finding %+v does not name the helper", f)
+	}
+}
+
 // codeWriter collects output and hands out the codes `--print-code` prints.
 type codeWriter struct {
 	mu    sync.Mutex
