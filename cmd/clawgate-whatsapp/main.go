@@ -138,6 +138,10 @@ func (s *server) serve(ctx context.Context, p *device.Provider, req *ipc.Request
 func (s *server) open(req *ipc.Request) error {
 	var op whatsapp.OpenParams
 	err := json.Unmarshal(req.Params, &op)
+	if err == nil && op.Version != whatsapp.WireVersion {
+		err = fmt.Errorf("whatsapp: %s speaks version %d of the gateway's protocol, the gateway %d: "+
+			"install clawgate and its helpers from the same release", whatsapp.HelperName, whatsapp.WireVersion, op.Version)
+	}
 	if err == nil && len(req.Files) != 1 {
 		err = errors.New("whatsapp: open: want the session lock and nothing else")
 	}

@@ -146,7 +146,7 @@ func (p *Provider) start() (*helper, error) {
 	if p.log.Enabled(ctx, slog.LevelDebug) {
 		level = slog.LevelDebug
 	}
-	params := OpenParams{Dir: p.cfg.Dir, QueueSize: p.cfg.QueueSize, LogLevel: level, Test: p.cfg.Test}
+	params := OpenParams{Version: WireVersion, Dir: p.cfg.Dir, QueueSize: p.cfg.QueueSize, LogLevel: level, Test: p.cfg.Test}
 	if err := h.conn.Call(ctx, MethodOpen, params, nil, p.lock.File()); err != nil {
 		h.stop()
 		return nil, fmt.Errorf("whatsapp: open the session in %s: %w", HelperName, fromWire(err))

@@ -431,3 +431,28 @@ func TestWireErrors(t *testing.T) {
 		t.Errorf("a plain error came back as %v", err)
 	}
 }
+
+// TestHelperRefusesOtherVersion: a helper from another release refuses to
+// open the session instead of misreading the calls.
+func TestHelperRefusesOtherVersion(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "wa")
+	lock, err := LockSession(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
+	proc, err := ipc.Start(context.Background(), HelperName, ipc.StartOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Stop(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = proc.Conn().Call(ctx, MethodOpen, OpenParams{Version: WireVersion + 1, Dir: dir}, nil, lock.File())
+	if err == nil || !strings.Contains(err.Error(), "same release") {
+		t.Fatalf("open with version %d: %v; want a refusal", WireVersion+1, err)
+	}
+	if err := proc.Conn().Call(ctx, MethodProbe, nil, nil); err == nil || !strings.Contains(err.Error(), "not open") {
+		t.Fatalf("probe after the refused open: %v; want the session not open", err)
+	}
+}

@@ -49,8 +49,13 @@ const (
 	MethodLog = "log"
 )
 
+// WireVersion changes whenever a method or its types change: a helper
+// refuses a gateway of another version (an install mixing releases).
+const WireVersion = 1
+
 // OpenParams are MethodOpen's.
 type OpenParams struct {
+	Version   int // WireVersion
 	Dir       string
 	QueueSize int
 	LogLevel  slog.Level
