@@ -50,12 +50,17 @@ func newPoller(s *Server) *poller {
 	return p
 }
 
-// connFD returns the descriptor of a TCP or Unix socket, or -1 for any
-// other connection (tsnet, TLS, test pipes), which then reads on a
-// goroutine.
+// connFD returns the descriptor of a TCP or Unix socket (a RelayedConn's
+// included), or -1 for any other connection (TLS, test pipes), which then
+// reads on a goroutine.
 func connFD(nc net.Conn) int {
-	switch nc.(type) {
+	switch c := nc.(type) {
 	case *net.TCPConn, *net.UnixConn:
+	case *RelayedConn:
+		if c.UnixConn == nil {
+			return -1
+		}
+		nc = c.UnixConn
 	default:
 		return -1
 	}

@@ -61,6 +61,10 @@ type Options struct {
 	// stable node ID of every peer that left the netmap or whose key
 	// expired. It must not block for long.
 	PeerGone func(nodeID string)
+	// Changed is called (from the node's goroutines) after Status or
+	// Hosts may have changed, so a caller can push them elsewhere
+	// instead of polling. It must not block.
+	Changed func()
 }
 
 // Status is a snapshot of the node.
@@ -271,6 +275,7 @@ func (n *Node) up() {
 		n.mu.Lock()
 		n.status.Error = err.Error()
 		n.mu.Unlock()
+		n.changed()
 		n.log.Warn("tailnet node not up yet", "err", err)
 		select {
 		case <-n.ctx.Done():
@@ -305,11 +310,18 @@ func (n *Node) watch() {
 				n.mu.Lock()
 				n.status.Error = *note.ErrMessage
 				n.mu.Unlock()
+				n.changed()
 				n.log.Warn("tailnet backend error", "err", *note.ErrMessage)
 			}
 			n.poke()
 		}
 		w.Close()
+	}
+}
+
+func (n *Node) changed() {
+	if n.opts.Changed != nil {
+		n.opts.Changed()
 	}
 }
 
@@ -396,6 +408,7 @@ func (n *Node) refresh() {
 		n.loggedURL = snap.LoginURL
 	}
 	n.mu.Unlock()
+	n.changed()
 
 	if logURL {
 		n.log.Warn("tailnet login required: open this URL to add the gateway to your tailnet (or restart with an auth key)",

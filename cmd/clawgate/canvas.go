@@ -147,10 +147,10 @@ func (c *canvasHost) serve(ln net.Listener) {
 // gateway joined it; nodes that arrive over the tailnet then get URLs on
 // the gateway's tailnet name.
 func (c *canvasHost) serveTailnet(t *tailnet) error {
-	if c == nil || t == nil || t.node == nil || c.port == 0 {
+	if c == nil || t == nil || c.port == 0 {
 		return nil
 	}
-	ln, err := t.node.Listen(c.port)
+	ln, err := t.listen(c.port) // tailnet.go
 	if err != nil {
 		return fmt.Errorf("gateway: canvas host on the tailnet: %w", err)
 	}
@@ -167,7 +167,7 @@ func (c *canvasHost) tailnetURL() string {
 	if t == nil {
 		return ""
 	}
-	hosts := t.node.Hosts()
+	hosts := t.hosts()
 	if len(hosts) == 0 {
 		return ""
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clawgate/clawgate/tsnode/tsnodetest"
 )
 
 var binary string
@@ -27,11 +29,12 @@ func TestMain(m *testing.M) {
 	binary = filepath.Join(dir, "clawgate")
 	// The helpers sit beside the binary, where it looks for them; the
 	// commands run in this process find them through CLAWGATE_HELPER_DIR.
-	if out, err := exec.Command("go", "build", "-o", dir, ".", "../clawgate-whatsapp").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", dir, ".", "../clawgate-whatsapp", "../clawgate-tailnet").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	os.Setenv("CLAWGATE_HELPER_DIR", dir)
+	tailnetHelperEnv = tsnodetest.OfflineEnv()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

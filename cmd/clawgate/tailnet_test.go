@@ -27,6 +27,7 @@ import (
 	"github.com/clawgate/clawgate/pairing"
 	"github.com/clawgate/clawgate/protocol"
 	"github.com/clawgate/clawgate/store/bolt"
+	"github.com/clawgate/clawgate/tsnode/tsipc"
 	"github.com/clawgate/clawgate/tsnode/tsnodetest"
 )
 
@@ -139,15 +140,19 @@ func launchTailnetGateway(t testing.TB, tn *tsnodetest.Tailnet, cfg config.Tailn
 	return g
 }
 
-// waitReady waits for the gateway's node and records its names.
+// waitReady waits until the helper reports the gateway's node running
+// and records its names.
 func (g *tailnetGateway) waitReady(t testing.TB) {
 	t.Helper()
-	rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer rcancel()
-	if err := g.tl.node.WaitReady(rctx); err != nil {
-		t.Fatalf("tailnet node: %v\n%s", err, g.logs.String())
+	deadline := time.Now().Add(60 * time.Second)
+	st := g.tl.nodeStatus()
+	for !st.Running() {
+		if time.Now().After(deadline) {
+			t.Fatalf("tailnet node not running: %+v\n%s", st, g.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+		st = g.tl.nodeStatus()
 	}
-	st := g.tl.node.Status()
 	g.dnsName, g.nodeID, g.owner = st.DNSName, st.NodeID, st.OwnerLogin
 	for _, ip := range st.IPs {
 		if ip.Is4() {
@@ -232,13 +237,16 @@ func tnCall(t testing.TB, c *client.Client, method string, params any) json.RawM
 	return res
 }
 
-// waitWhoIs polls the gateway node's WhoIs for peer until ok accepts it.
+// waitWhoIs polls the gateway node's WhoIs (through the helper) for peer
+// until ok accepts it.
 func (g *tailnetGateway) waitWhoIs(t testing.TB, p *tsnodetest.Peer, what string, ok func(login string, sharedIn bool) bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		id, err := g.tl.node.WhoIs(ctx, netip.AddrPortFrom(p.IP, 1).String())
+		var res tsipc.Identified
+		err := g.tl.call(ctx, tsipc.MethodIdentify, tsipc.Identify{Remote: netip.AddrPortFrom(p.IP, 1).String()}, &res)
+		id := res.Identity
 		cancel()
 		if err == nil && ok(id.UserLogin, id.SharedIn) {
 			return
