@@ -36,6 +36,9 @@ var allowedImports = map[string][]string{
 
 	// The load tool speaks the protocol as a client only.
 	"cmd/clawgate-load": {"client", "protocol", "authn"},
+	// The tailnet node's helper process: the node, and the wire contract
+	// over the gateway's ipc connection.
+	"cmd/clawgate-tailnet": {"ipc", "tsnode", "tsnode/tsipc"},
 
 	"providers":              {"protocol"},
 	"providers/providertest": {"providers"},
@@ -56,6 +59,9 @@ var allowedImports = map[string][]string{
 	"providers/whatsapp/fake": {},
 
 	"tsnode": {},
+	// The gateway↔clawgate-tailnet calls: no tailscale.com, so the gateway
+	// speaks to the helper without linking the node.
+	"tsnode/tsipc": {},
 	// The in-process tailnet (control server, DERP, peer nodes) for tests.
 	"tsnode/tsnodetest": {},
 }

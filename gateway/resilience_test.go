@@ -69,10 +69,17 @@ func dialWire(t testing.TB, addr, local string, extra http.Header) *wire {
 	if err != nil {
 		t.Fatalf("dial %s from %q: %v", addr, local, err)
 	}
+	return upgradeWire(t, conn, addr, extra)
+}
+
+// upgradeWire sends the upgrade request for host with extra headers on
+// conn, as dialWire does.
+func upgradeWire(t testing.TB, conn net.Conn, host string, extra http.Header) *wire {
+	t.Helper()
 	t.Cleanup(func() { conn.Close() })
 	var req bytes.Buffer
 	fmt.Fprintf(&req, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n", addr)
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n", host)
 	for k, vs := range extra {
 		for _, v := range vs {
 			fmt.Fprintf(&req, "%s: %s\r\n", k, v)
