@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -613,5 +615,193 @@ func TestTailnetConfigChecks(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "tskey-auth-secret") {
 			t.Errorf("error shows the key: %v", err)
 		}
+	}
+}
+
+// helperPID is the running helper's process id (0 while it restarts).
+func (g *tailnetGateway) helperPID() int {
+	g.tl.mu.Lock()
+	defer g.tl.mu.Unlock()
+	return g.tl.pid
+}
+
+// adminTailnetStatus reads the status method's tailnet section.
+func adminTailnetStatus(t testing.TB, c *client.Client) tailnetStatus {
+	t.Helper()
+	var st struct {
+		Tailnet tailnetStatus `json:"tailnet"`
+	}
+	if err := json.Unmarshal(tnCall(t, c, "status", nil), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Tailnet
+}
+
+// TestTailnetHelperRestart: when the helper process dies, the gateway
+// logs it, reports it in the status section, closes the connections it
+// relayed, keeps serving loopback, and restarts it; the node comes back
+// with its saved state and the tailnet listener answers again.
+func TestTailnetHelperRestart(t *testing.T) {
+	tn := tsnodetest.New(t, tsnodetest.Options{})
+	g := startTailnetGateway(t, tn, config.Tailnet{})
+	phone := tn.NewPeer(t, tsnodetest.PeerOptions{Hostname: "phone"})
+	tn.SetOwner(phone.ID, g.nodeID)
+	g.waitWhoIs(t, phone, "phone owned by the gateway's owner", func(l string, _ bool) bool { return l == g.owner })
+	phone.WaitReach(t, g.ip)
+	admin, err := newTnDevice(t, nil).dial(g.loopback, "", nil, protocol.ScopeAdmin, protocol.ScopeRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if st := adminTailnetStatus(t, admin); st.Helper != helperRunning || st.Restarts != 0 {
+		t.Fatalf("status.tailnet before the crash = %+v", st)
+	}
+	phoneDev := newTnDevice(t, phone)
+	phoneC, err := phoneDev.dial(g.tailnetURL(), "", nil, protocol.ScopeRead)
+	if err != nil {
+		t.Fatalf("phone over the tailnet: %v", err)
+	}
+	defer phoneC.Close()
+	devToken := phoneC.Hello().Auth.DeviceToken
+	if g.srv.ConnCount() != 2 {
+		t.Fatalf("%d sockets, want 2 (admin, phone)", g.srv.ConnCount())
+	}
+
+	pid := g.helperPID()
+	if pid <= 0 {
+		t.Fatalf("helper pid %d", pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The phone's relayed socket dies with the helper; loopback serves on.
+	deadline := time.Now().Add(20 * time.Second)
+	for g.srv.ConnCount() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sockets after the helper died, want 1 (admin)", g.srv.ConnCount())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tnCall(t, admin, "health", nil)
+	var st tailnetStatus
+	for {
+		st = adminTailnetStatus(t, admin)
+		if st.Restarts == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status.tailnet after the helper died = %+v, want helperRestarts 1", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.HelperExit == "" || !strings.Contains(g.logs.String(), "tailnet helper exited") {
+		t.Fatalf("the helper's death is not reported: status %+v\n%s", st, g.logs.String())
+	}
+	second, err := newTnDevice(t, nil).dial(g.loopback, "", nil, protocol.ScopeRead)
+	if err != nil {
+		t.Fatalf("loopback while the helper restarts: %v", err)
+	}
+	second.Close()
+
+	// Restarted: same node (its state dir kept the keys), serving again.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		st = adminTailnetStatus(t, admin)
+		if st.Helper == helperRunning && st.State == "Running" && g.helperPID() != pid && g.helperPID() != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("helper not back: status.tailnet = %+v\n%s", st, g.logs.String())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	if st.DNSName != g.dnsName || st.Restarts != 1 {
+		t.Fatalf("status.tailnet after the restart = %+v, want %s and one restart", st, g.dnsName)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		c, err := phoneDev.dial(g.tailnetURL(), devToken, nil, protocol.ScopeRead)
+		if err == nil {
+			tnCall(t, c, "health", nil)
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("phone over the tailnet after the helper's restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestTailnetRelayedConnection: a tailnet connection reaches the gateway
+// through the helper's relay: a request and its answer cross it both ways,
+// the gateway's close reaches the peer, and the peer's half close reaches
+// the gateway (which answers what it got, then closes).
+func TestTailnetRelayedConnection(t *testing.T) {
+	tn := tsnodetest.New(t, tsnodetest.Options{})
+	g := startTailnetGateway(t, tn, config.Tailnet{})
+	phone := tn.NewPeer(t, tsnodetest.PeerOptions{Hostname: "phone"})
+	phone.WaitReach(t, g.ip)
+	addr := netip.AddrPortFrom(g.ip, uint16(g.port)).String()
+	host := g.dnsName + ":" + strconv.Itoa(g.port)
+	dial := func() net.Conn {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, err := phone.Dial(ctx, "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		return c
+	}
+	healthz := func(br *bufio.Reader, c net.Conn, closeConn bool) {
+		t.Helper()
+		hdr := ""
+		if closeConn {
+			hdr = "Connection: close\r\n"
+		}
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n%s\r\n", host, hdr)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("healthz over the relay: %v", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"ok":true`) {
+			t.Fatalf("healthz over the relay: HTTP %d %q %v", resp.StatusCode, body, err)
+		}
+	}
+
+	// Two requests on one connection, the second asking to close: the
+	// gateway closes, and the peer reads EOF.
+	c := dial()
+	br := bufio.NewReader(c)
+	healthz(br, c, false)
+	healthz(br, c, true)
+	if n, err := br.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("after the gateway closed: %d, %v; want EOF", n, err)
+	}
+	c.Close()
+
+	// The peer sends a request and shuts down its writes: the gateway
+	// still answers, then closes.
+	c = dial()
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatalf("tailnet connection %T has no CloseWrite", c)
+	}
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	br = bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz before a half close: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("after the peer's half close the gateway did not close cleanly: %v", err)
 	}
 }
