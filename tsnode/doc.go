@@ -1,6 +1,9 @@
 // Package tsnode joins the gateway to a tailnet with tailscale.com/tsnet
 // (userspace networking: no tailscaled, no root) and answers who a tailnet
-// peer is. It is the only package that imports tailscale.com.
+// peer is. It is the only package that imports tailscale.com, and only the
+// clawgate-tailnet helper (cmd/clawgate-tailnet) imports it: the gateway
+// binary speaks to that process over ipc (package tsipc) and links none of
+// the node.
 //
 // A [Node] keeps its state in its own 0700 directory, takes its auth key
 // from the caller (never logged), surfaces the interactive login URL, and

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -364,7 +365,8 @@ func TestTailnetAuthKey(t *testing.T) {
 // Status and in the log; completing it brings the node up.
 func TestTailnetInteractiveLogin(t *testing.T) {
 	tn := tsnodetest.New(t, tsnodetest.Options{RequireAuth: true})
-	gw := startGW(t, tn, nil)
+	var changed atomic.Int64
+	gw := startGW(t, tn, func(o *tsnode.Options) { o.Changed = func() { changed.Add(1) } })
 	var url string
 	eventually(t, "login URL surfaced", func() error {
 		st := gw.Status()
@@ -380,12 +382,21 @@ func TestTailnetInteractiveLogin(t *testing.T) {
 	if !strings.HasPrefix(url, tn.ControlURL()) {
 		t.Fatalf("login URL %q is not on the control server %s", url, tn.ControlURL())
 	}
+	// Changed announced the status with the login URL, and announces
+	// the running one.
+	before := changed.Load()
+	if before == 0 {
+		t.Fatal("Changed not called before the login URL was in the status")
+	}
 	if !tn.CompleteLogin(url) {
 		t.Fatalf("control server does not know %s", url)
 	}
 	gw.waitReady(t)
 	if st := gw.Status(); st.LoginURL != "" || !st.Running() {
 		t.Fatalf("after login: %+v", st)
+	}
+	if changed.Load() <= before {
+		t.Fatal("Changed not called when the node came up")
 	}
 }
 

@@ -123,12 +123,14 @@ func startTailnet(f tailnetFlags, cfg config.Tailnet, gatewayAddr net.Addr, p pa
 	}
 	t.state.Status = tsipc.Status{State: "NoState", Hostname: hostname}
 	t.lns[t.port] = newRelayListener(t.port)
-	if err := srv.AddStatusSection("tailnet", t.status); err != nil {
-		return nil, err
-	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	proc, err := t.launch()
 	if err != nil {
+		t.cancel()
+		return nil, err
+	}
+	if err := srv.AddStatusSection("tailnet", t.status); err != nil {
+		_ = proc.Stop(helperStopWait)
 		t.cancel()
 		return nil, err
 	}
@@ -209,7 +211,8 @@ func (t *tailnet) launch() (*ipc.Process, error) {
 	})
 	if err != nil {
 		if errors.Is(err, ipc.ErrNotFound) {
-			return nil, fmt.Errorf("tailnet: the tailnet runs in the %s helper: %w", tsipc.HelperName, err)
+			return nil, fmt.Errorf("tailnet: the node runs in the %s helper, which must sit next to clawgate "+
+				"(install both with `go install github.com/clawgate/clawgate/cmd/...@latest`): %w", tsipc.HelperName, err)
 		}
 		return nil, fmt.Errorf("tailnet: %w", err)
 	}

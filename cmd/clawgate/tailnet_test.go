@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -803,5 +804,28 @@ func TestTailnetRelayedConnection(t *testing.T) {
 	resp.Body.Close()
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		t.Fatalf("after the peer's half close the gateway did not close cleanly: %v", err)
+	}
+}
+
+// TestTailnetHelperMissing: without the clawgate-tailnet helper, the
+// tailnet refuses to start with an error that says how to install it, and
+// the binary exits with it.
+func TestTailnetHelperMissing(t *testing.T) {
+	empty := t.TempDir()
+	t.Setenv("CLAWGATE_HELPER_DIR", empty)
+	state := t.TempDir()
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 18789}
+	tl, err := startTailnet(tailnetFlags{enable: true}, config.Tailnet{}, addr, paths{stateDir: state},
+		env{getenv: func(string) string { return "" }}, nil, slog.New(slog.DiscardHandler))
+	if err == nil || tl != nil || !strings.Contains(err.Error(), "clawgate-tailnet") || !strings.Contains(err.Error(), "go install") {
+		t.Fatalf("startTailnet without the helper = %v, %v; want an error naming it and how to install it", tl, err)
+	}
+
+	cmd := exec.Command(binary, "gateway", "--port", strconv.Itoa(freePort(t)), "--tailnet")
+	cmd.Env = append(os.Environ(), "CLAWGATE_STATE_DIR="+filepath.Join(t.TempDir(), "state"),
+		"CLAWGATE_GATEWAY_TOKEN=", "OPENCLAW_GATEWAY_TOKEN=", "TS_AUTHKEY=", "CLAWGATE_HELPER_DIR="+empty)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "clawgate-tailnet") || !strings.Contains(string(out), "go install") {
+		t.Fatalf("clawgate gateway --tailnet without the helper: %v\n%s", err, out)
 	}
 }
