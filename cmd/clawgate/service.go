@@ -18,6 +18,7 @@ import (
 
 	"github.com/clawgate/clawgate/config"
 	"github.com/clawgate/clawgate/deploy"
+	"github.com/clawgate/clawgate/tsnode/tsipc"
 )
 
 // serviceHost is what `clawgate service` acts on: the OS, who runs it, and
@@ -164,6 +165,19 @@ func checkBinary(bin string, linux bool) error {
 	return nil
 }
 
+// checkHelper refuses to install a unit whose helper binary is not next to
+// bin (below --root when packaging), where the gateway looks for it.
+func (h *serviceHost) checkHelper(bin, name string) error {
+	p := filepath.Join(filepath.Dir(bin), name)
+	st, err := os.Stat(h.path(p))
+	if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+		return nil
+	}
+	return fmt.Errorf("service: %s is not an executable file; the gateway runs that helper from beside %s. "+
+		"Install it there: go install github.com/clawgate/clawgate/cmd/...@latest builds both; then sudo install -m 0755 %s %s",
+		h.path(p), bin, name, p)
+}
+
 // writeFile writes data atomically with mode perm, creating parents.
 func writeFile(path string, data []byte, perm fs.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -206,6 +220,11 @@ func (h *serviceHost) systemd(o serviceOpts) error {
 		if o.print {
 			_, err := h.out.Write(unit)
 			return err
+		}
+		if o.tsnet {
+			if err := h.checkHelper(o.bin, tsipc.HelperName); err != nil {
+				return err
+			}
 		}
 		if h.euid != 0 && h.root == "" {
 			return errors.New("service: installing a system unit needs root: sudo " + o.bin + " service install")

@@ -76,7 +76,18 @@ func TestServiceSystemd(t *testing.T) {
 	_ = f.do(serviceOpts{action: "status", bin: "/usr/bin/clawgate"})
 	wantContains(t, f.out.String(), "differs")
 
-	// --tsnet installs the tailnet variant under the same name.
+	// --tsnet installs the tailnet variant under the same name, once its
+	// helper sits next to the binary.
+	err = f.do(serviceOpts{action: "install", bin: o.bin, tsnet: true, noStart: true})
+	if err == nil || !strings.Contains(err.Error(), "clawgate-tailnet") || !strings.Contains(err.Error(), "go install") {
+		t.Fatalf("--tsnet without the helper: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "opt/clawgate/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "opt/clawgate/bin/clawgate-tailnet"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.do(serviceOpts{action: "install", bin: o.bin, tsnet: true, noStart: true}); err != nil {
 		t.Fatal(err)
 	}
