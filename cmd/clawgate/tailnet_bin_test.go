@@ -89,7 +89,39 @@ func (g *tailnetBinary) rssBytes(t testing.TB) int64 { return g.procStatus(t, "V
 // procStatus reads a kB field of /proc/PID/status, in bytes.
 func (g *tailnetBinary) procStatus(t testing.TB, field string) int64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(g.cmd.Process.Pid) + "/status")
+	return procStatusOf(t, g.cmd.Process.Pid, field)
+}
+
+// helpersStatus sums a kB field of /proc/PID/status over the binary's
+// child processes (its helpers), in bytes.
+func (g *tailnetBinary) helpersStatus(t testing.TB, field string) int64 {
+	t.Helper()
+	// Each thread lists the children it forked.
+	lists, err := filepath.Glob("/proc/" + strconv.Itoa(g.cmd.Process.Pid) + "/task/*/children")
+	if err != nil || len(lists) == 0 {
+		t.Skipf("no /proc children lists: %v", err)
+	}
+	var sum int64
+	for _, l := range lists {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue // the thread exited
+		}
+		for _, c := range strings.Fields(string(b)) {
+			child, err := strconv.Atoi(c)
+			if err != nil {
+				t.Fatalf("children list %q", b)
+			}
+			sum += procStatusOf(t, child, field)
+		}
+	}
+	return sum
+}
+
+// procStatusOf reads a kB field of /proc/PID/status, in bytes.
+func procStatusOf(t testing.TB, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		t.Skipf("no /proc: %v", err)
 	}
@@ -187,15 +219,18 @@ func TestTailnetBinary(t *testing.T) {
 }
 
 // procMemory is a running binary's resident set (/proc/PID/status VmRSS,
-// and RssAnon: without the file-backed pages of the executable) and its
-// Go heap as its loopback /metrics reports it.
+// and RssAnon: without the file-backed pages of the executable), its
+// helper processes' (the tailnet node's), and its Go heap as its loopback
+// /metrics reports it.
 type procMemory struct {
 	rss, rssAnon, heapAlloc, goSys float64 // bytes
+	helperRSS, helperAnon          float64 // bytes
 }
 
 func readProcMemory(t testing.TB, g *tailnetBinary) procMemory {
 	t.Helper()
-	m := procMemory{rss: float64(g.rssBytes(t)), rssAnon: float64(g.procStatus(t, "RssAnon"))}
+	m := procMemory{rss: float64(g.rssBytes(t)), rssAnon: float64(g.procStatus(t, "RssAnon")),
+		helperRSS: float64(g.helpersStatus(t, "VmRSS")), helperAnon: float64(g.helpersStatus(t, "RssAnon"))}
 	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(g.port) + "/metrics")
 	if err != nil {
 		t.Fatalf("/metrics: %v", err)
@@ -288,8 +323,10 @@ const tailnetIdle = 2 * time.Second
 //   - on-ms-to-peer-handshake: exec to the first WebSocket handshake a
 //     tailnet peer gets answered by MagicDNS name (the peer first has to
 //     learn the new node from control);
-//   - MiB RSS (VmRSS, and RssAnon) and Go heap (HeapAlloc, and Go's Sys) after
-//     tailnetIdle of idling, on and off, and their ratios.
+//   - MiB RSS (VmRSS, and RssAnon) and Go heap (HeapAlloc, and Go's Sys) of
+//     the gateway after tailnetIdle of idling, on and off, and their
+//     ratios; with --tailnet also the helper's RSS and RssAnon (the node
+//     runs there) and the gateway's plus the helper's.
 func BenchmarkTailnetStartupMemory(b *testing.B) {
 	tn := tsnodetest.New(b, tsnodetest.Options{})
 	phone := tn.NewPeer(b, tsnodetest.PeerOptions{Hostname: "phone"})
@@ -335,6 +372,9 @@ func BenchmarkTailnetStartupMemory(b *testing.B) {
 	anon := func(m procMemory) float64 { return m.rssAnon }
 	heap := func(m procMemory) float64 { return m.heapAlloc }
 	goSys := func(m procMemory) float64 { return m.goSys }
+	helperRSS := func(m procMemory) float64 { return m.helperRSS }
+	helperAnon := func(m procMemory) float64 { return m.helperAnon }
+	totalRSS := func(m procMemory) float64 { return m.rss + m.helperRSS }
 	b.ReportMetric(tnMedian(onLoop), "on-ms-to-loopback")
 	b.ReportMetric(tnMedian(offLoop), "off-ms-to-loopback")
 	b.ReportMetric(tnMedian(up), "on-ms-to-tailnet-up")
@@ -342,6 +382,12 @@ func BenchmarkTailnetStartupMemory(b *testing.B) {
 	b.ReportMetric(field(on, rss), "on-MiB-RSS")
 	b.ReportMetric(field(off, rss), "off-MiB-RSS")
 	b.ReportMetric(field(on, rss)/field(off, rss), "RSS-on/off")
+	b.ReportMetric(field(on, helperRSS), "on-MiB-RSS-helper")
+	b.ReportMetric(field(on, helperAnon), "on-MiB-RssAnon-helper")
+	b.ReportMetric(field(on, totalRSS), "on-MiB-RSS-gateway+helper")
+	if field(off, helperRSS) != 0 {
+		b.Fatalf("a helper runs without --tailnet (%.1f MiB)", field(off, helperRSS))
+	}
 	b.ReportMetric(field(on, anon), "on-MiB-RssAnon")
 	b.ReportMetric(field(off, anon), "off-MiB-RssAnon")
 	b.ReportMetric(field(on, anon)/field(off, anon), "RssAnon-on/off")
