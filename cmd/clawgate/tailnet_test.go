@@ -643,8 +643,17 @@ func adminTailnetStatus(t testing.TB, c *client.Client) tailnetStatus {
 // relayed, keeps serving loopback, and restarts it; the node comes back
 // with its saved state and the tailnet listener answers again.
 func TestTailnetHelperRestart(t *testing.T) {
+	t.Setenv("CLAWGATE_GATEWAY_TOKEN", "env-token-for-the-gateway-only")
 	tn := tsnodetest.New(t, tsnodetest.Options{})
 	g := startTailnetGateway(t, tn, config.Tailnet{})
+	// The helper gets none of the gateway's secrets in its environment.
+	environ, err := os.ReadFile("/proc/" + strconv.Itoa(g.helperPID()) + "/environ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(environ), "env-token-for-the-gateway-only") {
+		t.Fatal("the gateway token is in the helper's environment")
+	}
 	phone := tn.NewPeer(t, tsnodetest.PeerOptions{Hostname: "phone"})
 	tn.SetOwner(phone.ID, g.nodeID)
 	g.waitWhoIs(t, phone, "phone owned by the gateway's owner", func(l string, _ bool) bool { return l == g.owner })
