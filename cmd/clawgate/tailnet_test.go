@@ -838,3 +838,46 @@ func TestTailnetHelperMissing(t *testing.T) {
 		t.Fatalf("clawgate gateway --tailnet without the helper: %v\n%s", err, out)
 	}
 }
+
+// TestTailnetCanvas: the canvas host also serves on the tailnet (its port
+// opened in the helper too) and builds its tailnet URLs on the names the
+// helper pushed; a tailnet peer gets the same answer as loopback.
+func TestTailnetCanvas(t *testing.T) {
+	tn := tsnodetest.New(t, tsnodetest.Options{})
+	g := startTailnetGateway(t, tn, config.Tailnet{})
+	cport := freePort(t)
+	cv, err := newCanvas(canvasFlags{port: cport}, paths{stateDir: t.TempDir()}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cv.stop()
+	if err := cv.start(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: g.port}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cv.serveTailnet(g.tl); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cv.tailnetURL(), "http://"+g.dnsName+":"+strconv.Itoa(cport); got != want {
+		t.Fatalf("canvas tailnet URL %q, want %q", got, want)
+	}
+	phone := tn.NewPeer(t, tsnodetest.PeerOptions{Hostname: "phone"})
+	phone.WaitReach(t, g.ip)
+	get := func(c *http.Client, url string) (int, string) {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const page = "/__openclaw__/canvas/main/"
+	loopCode, loopBody := get(http.DefaultClient, "http://127.0.0.1:"+strconv.Itoa(cport)+page)
+	peer := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: phone.Dial}}
+	defer peer.CloseIdleConnections()
+	tailCode, tailBody := get(peer, "http://"+netip.AddrPortFrom(g.ip, uint16(cport)).String()+page)
+	if tailCode != loopCode || tailBody != loopBody {
+		t.Fatalf("canvas over the tailnet: HTTP %d %q; over loopback: HTTP %d %q", tailCode, tailBody, loopCode, loopBody)
+	}
+}
