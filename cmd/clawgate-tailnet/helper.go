@@ -108,6 +108,11 @@ func (h *helper) handle(ctx context.Context, req *ipc.Request) (any, error) {
 // start creates and starts the node. The auth key is in p and goes
 // nowhere else.
 func (h *helper) start(p tsipc.Start) (*tsipc.Started, error) {
+	if p.Version != tsipc.Version {
+		return nil, &ipc.Error{Code: "version_mismatch", Message: fmt.Sprintf(
+			"clawgate-tailnet speaks tailnet wire version %d, the gateway %d: install clawgate and its helpers from one release",
+			tsipc.Version, p.Version)}
+	}
 	h.level.Set(p.LogLevel)
 	h.mu.Lock()
 	defer h.mu.Unlock()

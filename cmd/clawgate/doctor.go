@@ -28,6 +28,8 @@ import (
 
 	"github.com/clawgate/clawgate/authn"
 	"github.com/clawgate/clawgate/config"
+	"github.com/clawgate/clawgate/ipc"
+	"github.com/clawgate/clawgate/tsnode/tsipc"
 )
 
 // severity orders doctor findings; only critical changes the exit status.
@@ -576,6 +578,15 @@ func (d *doctor) checkHosts() {
 
 // checkTailnet reports tailnet state kept in the state directory.
 func (d *doctor) checkTailnet() {
+	if d.cfgOK && d.cfg.Tailnet.Enabled {
+		// The node runs in a helper the gateway starts from beside itself.
+		if path, err := ipc.Lookup(tsipc.HelperName); err != nil {
+			d.add("tailnet-helper", sevCritical, "The tailnet helper is missing; the gateway will not start", err.Error(),
+				"install it next to clawgate: go install github.com/clawgate/clawgate/cmd/...@latest")
+		} else {
+			d.add("tailnet-helper", sevOK, "The tailnet helper is installed", path, "")
+		}
+	}
 	for _, name := range []string{"tailscale", "tsnet"} {
 		dir := filepath.Join(d.p.stateDir, name)
 		if st, err := os.Stat(dir); err == nil && st.IsDir() {

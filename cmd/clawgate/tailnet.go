@@ -126,7 +126,7 @@ func startTailnet(f tailnetFlags, cfg config.Tailnet, gatewayAddr net.Addr, p pa
 		hostname = defaultTailnetHostname
 	}
 	t.start = tsipc.Start{
-		Dir: dir, Hostname: hostname, AuthKey: key, ControlURL: cfg.ControlURL,
+		Version: tsipc.Version, Dir: dir, Hostname: hostname, AuthKey: key, ControlURL: cfg.ControlURL,
 		Ephemeral: cfg.Ephemeral, AdvertiseTags: cfg.AdvertiseTags, UploadLogs: cfg.UploadLogs,
 		LogLevel: leastLevel(log), BackendLogs: log.Enabled(context.Background(), slog.LevelDebug),
 		AllowedLogins: cfg.AllowedLogins, AllowedTags: cfg.AllowedTags,

@@ -881,3 +881,24 @@ func TestTailnetCanvas(t *testing.T) {
 		t.Fatalf("canvas over the tailnet: HTTP %d %q; over loopback: HTTP %d %q", tailCode, tailBody, loopCode, loopBody)
 	}
 }
+
+// TestDoctorTailnetHelper: with the tailnet enabled in the config, doctor
+// finds the helper where the gateway would, and calls its absence critical.
+func TestDoctorTailnetHelper(t *testing.T) {
+	s := newDoctorSetup(t)
+	s.write(t, "clawgate.json", `{"version":1,"tailnet":{"enabled":true}}`, 0o600)
+	rep, out, err := s.doctor(t)
+	if f := findingsByID(rep)["tailnet-helper"]; err != nil || f.Severity != sevOK || !strings.HasSuffix(f.Detail, "/"+tsipc.HelperName) {
+		t.Fatalf("helper installed: err %v, finding %+v\n%s", err, f, out)
+	}
+	t.Setenv("CLAWGATE_HELPER_DIR", t.TempDir())
+	rep, _, err = s.doctor(t)
+	if f := wantCritical(t, rep, err, "tailnet-helper"); !strings.Contains(f.Detail, tsipc.HelperName) {
+		t.Errorf("finding %+v does not name the helper", f)
+	}
+	s.write(t, "clawgate.json", `{"version":1}`, 0o600)
+	rep, _, _ = s.doctor(t)
+	if f, ok := findingsByID(rep)["tailnet-helper"]; ok {
+		t.Errorf("tailnet off, yet a helper finding: %+v", f)
+	}
+}

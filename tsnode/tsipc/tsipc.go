@@ -31,6 +31,11 @@ import (
 	"net/netip"
 )
 
+// Version is the wire version of these calls. The gateway sends it in
+// Start; a helper from another release refuses to start rather than
+// misread the calls.
+const Version = 1
+
 // HelperName is the helper binary's name: the gateway looks for it next
 // to itself (or in $CLAWGATE_HELPER_DIR, or on $PATH).
 const HelperName = "clawgate-tailnet"
@@ -48,6 +53,7 @@ const (
 // Start configures and starts the node (tsnode.Options and the trust
 // policy).
 type Start struct {
+	Version       int      `json:"version"` // the caller's Version
 	Dir           string   `json:"dir"`
 	Hostname      string   `json:"hostname"`
 	AuthKey       string   `json:"authKey,omitempty"` // secret: never logged
