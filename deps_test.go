@@ -139,3 +139,33 @@ func TestPackageDocs(t *testing.T) {
 		}
 	}
 }
+
+// helperOnly: third-party trees that only a helper binary may link. The
+// gateway binary carries none of them, so a gateway that uses neither the
+// tailnet nor WhatsApp does not pay for their code or their package
+// initializers in memory (BENCHMARKS.md, "Idle memory").
+var helperOnly = map[string]string{
+	"tailscale.com":       "cmd/clawgate-tailnet",
+	"go.mau.fi/whatsmeow": "cmd/clawgate-whatsapp",
+	"modernc.org/sqlite":  "cmd/clawgate-whatsapp",
+}
+
+// TestGatewayLinksNoHelperSDK: the tailnet node and WhatsApp stay in
+// their helpers.
+func TestGatewayLinksNoHelperSDK(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "./cmd/clawgate").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, module+"/gateway") {
+		t.Fatalf("go list -deps ./cmd/clawgate does not list the gateway package: %q", deps)
+	}
+	for _, dep := range deps {
+		for tree, helper := range helperOnly {
+			if dep == tree || strings.HasPrefix(dep, tree+"/") {
+				t.Errorf("cmd/clawgate links %s; it belongs in %s", dep, helper)
+			}
+		}
+	}
+}

@@ -17,9 +17,10 @@ import (
 )
 
 // TestReleaseBuild runs scripts/release.sh (one build per target) and
-// checks what it made: static binaries for the right OS and CPU, built with
+// checks what it made: for each target a directory with the gateway and its
+// helpers, static binaries for the right OS and CPU, built with
 // CGO_ENABLED=0 and -trimpath, the version stamped, and SHA256SUMS that
-// match. The native binary is run.
+// match. The native gateway is run.
 func TestReleaseBuild(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no go tool")
@@ -40,59 +41,72 @@ func TestReleaseBuild(t *testing.T) {
 		{"linux", "arm64", elf.EM_AARCH64, 0},
 		{"darwin", "arm64", 0, macho.CpuArm64},
 	}
+	commands := []string{"clawgate", "clawgate-tailnet", "clawgate-whatsapp"}
 	sums := readSums(t, filepath.Join(dist, "SHA256SUMS-"+version))
-	if len(sums) != len(targets) {
-		t.Errorf("SHA256SUMS lists %d files, want %d", len(sums), len(targets))
+	if len(sums) != len(targets)*len(commands) {
+		t.Errorf("SHA256SUMS lists %d files, want %d", len(sums), len(targets)*len(commands))
 	}
 	for _, tg := range targets {
-		name := "clawgate-" + version + "-" + tg.goos + "-" + tg.goarch
-		path := filepath.Join(dist, name)
-		data, err := os.ReadFile(path)
+		for _, command := range commands {
+			checkReleaseBinary(t, dist, command, version, tg.goos, tg.goarch, tg.elf, tg.macho, sums)
+		}
+	}
+}
+
+// checkReleaseBinary checks one binary of the release; the native gateway
+// is run.
+func checkReleaseBinary(t *testing.T, dist, command, version, goos, goarch string, machine elf.Machine, cpu macho.Cpu, sums map[string]string) {
+	t.Helper()
+	name := "clawgate-" + version + "-" + goos + "-" + goarch + "/" + command
+	path := filepath.Join(dist, filepath.FromSlash(name))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("%s: %v", name, err)
+		return
+	}
+	sum := sha256.Sum256(data)
+	if sums[name] != hex.EncodeToString(sum[:]) {
+		t.Errorf("%s: SHA256SUMS says %q, file is %x", name, sums[name], sum)
+	}
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		t.Errorf("%s: build info: %v", name, err)
+		return
+	}
+	if want := "github.com/clawgate/clawgate/cmd/" + command; bi.Path != want {
+		t.Errorf("%s: built from %s, want %s", name, bi.Path, want)
+	}
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	for k, want := range map[string]string{"CGO_ENABLED": "0", "GOOS": goos, "GOARCH": goarch, "-trimpath": "true"} {
+		if settings[k] != want {
+			t.Errorf("%s: build setting %s = %q, want %q", name, k, settings[k], want)
+		}
+	}
+	// -trimpath keeps -ldflags out of the build info; the stamped string
+	// itself is in the gateway's data.
+	if command == "clawgate" && !bytes.Contains(data, []byte(version)) {
+		t.Errorf("%s: the version %q is not stamped into the binary", name, version)
+	}
+	if goos == "linux" {
+		checkStaticELF(t, path, machine)
+	} else {
+		f, err := macho.Open(path)
 		if err != nil {
-			t.Errorf("%s: %v", name, err)
-			continue
+			t.Errorf("%s: not Mach-O: %v", name, err)
+			return
 		}
-		sum := sha256.Sum256(data)
-		if sums[name] != hex.EncodeToString(sum[:]) {
-			t.Errorf("%s: SHA256SUMS says %q, file is %x", name, sums[name], sum)
+		if f.Cpu != cpu {
+			t.Errorf("%s: Mach-O CPU %v, want %v", name, f.Cpu, cpu)
 		}
-		bi, err := buildinfo.ReadFile(path)
-		if err != nil {
-			t.Errorf("%s: build info: %v", name, err)
-			continue
-		}
-		settings := map[string]string{}
-		for _, s := range bi.Settings {
-			settings[s.Key] = s.Value
-		}
-		for k, want := range map[string]string{"CGO_ENABLED": "0", "GOOS": tg.goos, "GOARCH": tg.goarch, "-trimpath": "true"} {
-			if settings[k] != want {
-				t.Errorf("%s: build setting %s = %q, want %q", name, k, settings[k], want)
-			}
-		}
-		// -trimpath keeps -ldflags out of the build info; the stamped
-		// string itself is in the binary's data.
-		if !bytes.Contains(data, []byte(version)) {
-			t.Errorf("%s: the version %q is not stamped into the binary", name, version)
-		}
-		if tg.goos == "linux" {
-			checkStaticELF(t, path, tg.elf)
-		} else {
-			f, err := macho.Open(path)
-			if err != nil {
-				t.Errorf("%s: not Mach-O: %v", name, err)
-				continue
-			}
-			if f.Cpu != tg.macho {
-				t.Errorf("%s: Mach-O CPU %v, want %v", name, f.Cpu, tg.macho)
-			}
-			f.Close()
-		}
-		if tg.goos == runtime.GOOS && tg.goarch == runtime.GOARCH {
-			out, err := exec.Command(path, "version").CombinedOutput()
-			if err != nil || strings.TrimSpace(string(out)) != "clawgate "+version {
-				t.Errorf("%s version: %q (%v)", name, out, err)
-			}
+		f.Close()
+	}
+	if command == "clawgate" && goos == runtime.GOOS && goarch == runtime.GOARCH {
+		out, err := exec.Command(path, "version").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "clawgate "+version {
+			t.Errorf("%s version: %q (%v)", name, out, err)
 		}
 	}
 }

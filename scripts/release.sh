@@ -3,9 +3,12 @@
 #
 # Static (CGO_ENABLED=0), reproducible (-trimpath, no VCS stamp) binaries
 # for linux/amd64, linux/arm64 and darwin/arm64, with the version stamped
-# into main.version, plus a SHA256SUMS file:
+# into main.version, plus a SHA256SUMS file. Each target is a directory
+# with the gateway and its two helpers (the tailnet node and WhatsApp run in
+# their own processes, which the gateway finds beside its executable:
+# install the three together):
 #
-#   dist/clawgate-<VERSION>-<os>-<arch>
+#   dist/clawgate-<VERSION>-<os>-<arch>/{clawgate,clawgate-tailnet,clawgate-whatsapp}
 #   dist/SHA256SUMS-<VERSION>
 #
 # VERSION defaults to $VERSION, else `git describe --tags --always --dirty`.
@@ -32,13 +35,16 @@ files=()
 for target in $TARGETS; do
 	os="${target%/*}"
 	arch="${target#*/}"
-	name="clawgate-$VERSION-$os-$arch"
-	echo "[release] $name" >&2
-	CGO_ENABLED=0 GOOS="$os" GOARCH="$arch" GOFLAGS=-mod=readonly \
-		go build -trimpath -buildvcs=false \
-		-ldflags "-s -w -X main.version=$VERSION" \
-		-o "$DIST/$name" ./cmd/clawgate
-	files+=("$name")
+	dir="clawgate-$VERSION-$os-$arch"
+	mkdir -p "$DIST/$dir"
+	for cmd in clawgate clawgate-tailnet clawgate-whatsapp; do
+		echo "[release] $dir/$cmd" >&2
+		CGO_ENABLED=0 GOOS="$os" GOARCH="$arch" GOFLAGS=-mod=readonly \
+			go build -trimpath -buildvcs=false \
+			-ldflags "-s -w -X main.version=$VERSION" \
+			-o "$DIST/$dir/$cmd" "./cmd/$cmd"
+		files+=("$dir/$cmd")
+	done
 done
 
 sums="SHA256SUMS-$VERSION"
