@@ -495,3 +495,43 @@ func FuzzParseFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestHelperEnvironment: a helper inherits the harmless part of the
+// gateway's environment and what StartOptions.Env adds, and none of the
+// gateway's secrets, whatever their names, nor its systemd notify socket.
+func TestHelperEnvironment(t *testing.T) {
+	secrets := map[string]string{
+		"CLAWGATE_GATEWAY_TOKEN":    "gw-token",
+		"OPENCLAW_GATEWAY_PASSWORD": "gw-password",
+		"TS_AUTHKEY":                "tskey-auth-x",
+		"MY_SLACK_BOT":              "xoxb-named-by-the-config", // a provider's apiKeyEnv/env
+		"OPENAI_API_KEY":            "sk-x",
+		"NOTIFY_SOCKET":             "/run/systemd/notify",
+		"WATCHDOG_USEC":             "1000000",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	t.Setenv("LC_TIME", "C")
+	t.Setenv("TS_DEBUG_FIREWALL_MODE", "auto")
+	p := startHelper(t, nil)
+	for k := range secrets {
+		var got string
+		if err := call(t, p, "getenv", k, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != "" {
+			t.Errorf("the helper inherited %s=%s", k, got)
+		}
+	}
+	for k, want := range map[string]string{"PATH": os.Getenv("PATH"), "LC_TIME": "C",
+		"TS_DEBUG_FIREWALL_MODE": "auto", "IPC_TEST_HELPER": "1"} {
+		var got string
+		if err := call(t, p, "getenv", k, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("helper's %s = %q, want %q", k, got, want)
+		}
+	}
+}

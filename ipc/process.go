@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,7 +30,8 @@ type StartOptions struct {
 	// Args are extra arguments. Never put a secret here (any local user
 	// can read a process's arguments); send it in a Call.
 	Args []string
-	// Env is appended to the gateway's environment.
+	// Env is added to the helper's environment, which otherwise keeps
+	// only the harmless part of the gateway's (see HelperEnviron).
 	Env []string
 	// Handler serves the helper's calls to the gateway.
 	Handler Handler
@@ -101,7 +103,7 @@ func Start(ctx context.Context, name string, opts StartOptions) (*Process, error
 		out = os.Stderr
 	}
 	cmd := exec.Command(path, opts.Args...)
-	cmd.Env = append(append(os.Environ(), opts.Env...), EnvFD+"=3")
+	cmd.Env = append(append(HelperEnviron(os.Environ()), opts.Env...), EnvFD+"=3")
 	cmd.ExtraFiles = []*os.File{child}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
@@ -123,6 +125,52 @@ func Start(ctx context.Context, name string, opts StartOptions) (*Process, error
 		}
 	}()
 	return p, nil
+}
+
+// inheritedEnv names the variables a helper inherits from the gateway:
+// the locale, the runtime's knobs, where certificates and proxies are, and
+// (with the prefixes below) the locale categories and the tailnet node's
+// debug knobs. Nothing else passes: the gateway's environment holds its
+// secrets (tokens, passwords, API keys under names the config chooses)
+// and the systemd notify socket, and a helper faces the network.
+var inheritedEnv = map[string]bool{
+	"PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "TMPDIR": true, "TZ": true, "LANG": true,
+	"GODEBUG": true, "GOTRACEBACK": true, "GOMAXPROCS": true, "GOMEMLIMIT": true, "GOGC": true, "GOCOVERDIR": true,
+	"SSL_CERT_FILE": true, "SSL_CERT_DIR": true,
+	"HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true, "ALL_PROXY": true,
+	"http_proxy": true, "https_proxy": true, "no_proxy": true, "all_proxy": true,
+}
+
+// HelperEnviron is the part of environ (KEY=value entries) a helper
+// inherits: the names in inheritedEnv, LC_* and TS_* except a TS_ name that
+// looks like a secret (TS_AUTHKEY: the auth key reaches the tailnet helper
+// in its start call only).
+func HelperEnviron(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		switch {
+		case inheritedEnv[k], strings.HasPrefix(k, "LC_"):
+		case strings.HasPrefix(k, "TS_") && !secretName(k):
+		default:
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func secretName(k string) bool {
+	u := strings.ToUpper(k)
+	for _, s := range []string{"KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CRED"} {
+		if strings.Contains(u, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // socketPair makes a connected pair of Unix stream sockets, both

@@ -36,15 +36,6 @@ func (f *tailnetFlags) register(fs *flag.FlagSet) {
 // the offline tailscale knobs).
 var tailnetHelperEnv []string
 
-// helperEnvScrub blanks, in the helper's environment (which is the
-// gateway's plus these), the secrets the gateway reads from its own and the
-// systemd notify socket: the helper faces the tailnet and needs none of
-// them (the auth key reaches it in the start call).
-var helperEnvScrub = []string{
-	"CLAWGATE_GATEWAY_TOKEN=", "OPENCLAW_GATEWAY_TOKEN=", "OPENCLAW_GATEWAY_PASSWORD=",
-	"TS_AUTHKEY=", "TS_AUTH_KEY=", "NOTIFY_SOCKET=",
-}
-
 // Restart backoff of the tailnet helper.
 const (
 	helperBackoffMin = time.Second
@@ -105,7 +96,7 @@ func startTailnet(f tailnetFlags, cfg config.Tailnet, gatewayAddr net.Addr, p pa
 	}
 	log = log.With("component", "tailnet")
 	t := &tailnet{srv: srv, log: log, port: cfg.Port,
-		env: append(slices.Clone(helperEnvScrub), tailnetHelperEnv...),
+		env: slices.Clone(tailnetHelperEnv), // ipc.Start passes none of the gateway's secrets
 		lns: map[int]*relayListener{}, helper: helperRestarting}
 	if tcp, ok := gatewayAddr.(*net.TCPAddr); ok && t.port == 0 {
 		t.port = tcp.Port
