@@ -369,13 +369,48 @@ func TestLookup(t *testing.T) {
 	if p, err := Lookup("good"); err != nil || p != filepath.Join(dir, "good") {
 		t.Fatalf("Lookup(good) = %q, %v", p, err)
 	}
+	// A helper any user could have replaced is refused: a world-writable
+	// file, or one in a world-writable directory without the sticky bit.
+	if err := os.Chmod(filepath.Join(dir, "good"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lookup("good"); err == nil || !strings.Contains(err.Error(), "writable by every user") {
+		t.Fatalf("Lookup of a world-writable helper = %v", err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "good"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for mode, ok := range map[os.FileMode]bool{0o777: false, 0o777 | os.ModeSticky: true, 0o755: true} {
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Lookup("good"); (err == nil) != ok {
+			t.Errorf("Lookup in a directory of mode %v = %v", mode, err)
+		}
+	}
+	// A symlink to a helper in a world-writable directory is refused too.
+	open := t.TempDir()
+	if err := os.WriteFile(filepath.Join(open, "linked"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(open, "linked"), filepath.Join(dir, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lookup("linked"); err == nil || !strings.Contains(err.Error(), open) {
+		t.Fatalf("Lookup through a symlink into a world-writable directory = %v", err)
+	}
+	// Without $CLAWGATE_HELPER_DIR only the executable's own directory
+	// counts: a helper on $PATH is not run.
 	t.Setenv(EnvHelperDir, "")
 	t.Setenv("PATH", dir)
 	if _, err := Lookup("clawgate-nothing"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "go install") {
 		t.Fatalf("missing helper without %s: %v", EnvHelperDir, err)
 	}
-	if p, err := Lookup("good"); err != nil || p != filepath.Join(dir, "good") {
-		t.Fatalf("Lookup(good) on PATH = %q, %v", p, err)
+	if p, err := Lookup("good"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Lookup(good) found %q on $PATH (%v); want ErrNotFound", p, err)
 	}
 }
 

@@ -50,7 +50,12 @@ type Process struct {
 }
 
 // Lookup finds the helper binary name: in $CLAWGATE_HELPER_DIR if it is
-// set, else beside the running executable, else on $PATH.
+// set, else beside the running executable; never on $PATH. The helper
+// receives secrets (the tailnet auth key, the WhatsApp session) and makes
+// trust decisions (the tailnet peer's verdict), so it must come from where
+// the gateway itself was installed, not from whichever directory a
+// service's or a shell's $PATH happens to list first. The file must also
+// be safe to run (see checkHelper).
 func Lookup(name string) (string, error) {
 	if name == "" || filepath.Base(name) != name {
 		return "", fmt.Errorf("helper %q: not a plain binary name", name)
@@ -58,26 +63,55 @@ func Lookup(name string) (string, error) {
 	if dir := os.Getenv(EnvHelperDir); dir != "" {
 		p := filepath.Join(dir, name)
 		if isExecutable(p) {
-			return p, nil
+			return checked(p)
 		}
 		return "", fmt.Errorf("%w: %s is not an executable file (%s=%s)", ErrNotFound, p, EnvHelperDir, dir)
 	}
-	if exe, err := os.Executable(); err == nil {
-		if p := filepath.Join(filepath.Dir(exe), name); isExecutable(p) {
-			return p, nil
-		}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: cannot locate this executable: %v", ErrNotFound, name, err)
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
+	p := filepath.Join(filepath.Dir(exe), name)
+	if isExecutable(p) {
+		return checked(p)
 	}
-	return "", fmt.Errorf("%w: %s is neither beside this executable nor on $PATH; "+
+	return "", fmt.Errorf("%w: %s is not beside this executable (%s); "+
 		"install the helpers with `go install github.com/clawgate/clawgate/cmd/...@latest` "+
-		"(or, in a checkout, `go build -o DIR ./cmd/...` and run DIR/clawgate)", ErrNotFound, name)
+		"(or, in a checkout, `go build -o DIR ./cmd/...` and run DIR/clawgate)", ErrNotFound, p, filepath.Dir(exe))
+}
+
+func checked(p string) (string, error) {
+	if err := checkHelper(p); err != nil {
+		return "", err
+	}
+	return p, nil
 }
 
 func isExecutable(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
+}
+
+// checkHelper refuses a helper any local user could have replaced: the
+// file (after symlinks) must not be writable by every user, nor the
+// directories it is found in and resolves to, unless such a directory has
+// the sticky bit (which keeps others from replacing a file they do not
+// own).
+func checkHelper(p string) error {
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return fmt.Errorf("helper %s: %w", p, err)
+	}
+	for _, q := range []string{real, filepath.Dir(p), filepath.Dir(real)} {
+		st, err := os.Stat(q)
+		if err != nil {
+			return fmt.Errorf("helper %s: %w", p, err)
+		}
+		if st.Mode().Perm()&0o002 != 0 && !(st.IsDir() && st.Mode()&os.ModeSticky != 0) {
+			return fmt.Errorf("helper %s: %s is writable by every user; refusing to run it (chmod o-w %s)", p, q, q)
+		}
+	}
+	return nil
 }
 
 // Start runs the helper binary name with a connection to it. When ctx ends

@@ -1,7 +1,7 @@
 // Command clawgate-tailnet runs the gateway's tailnet node (tsnet) in a
 // process of its own, so the gateway binary links none of tailscale.com.
 // `clawgate gateway --tailnet` starts it (it must sit next to clawgate, or
-// in $CLAWGATE_HELPER_DIR, or on $PATH) with an ipc connection as fd 3; it
+// in $CLAWGATE_HELPER_DIR; never on $PATH) with an ipc connection as fd 3; it
 // is not meant to be run by hand.
 //
 // Over that connection (the calls are in package tsipc) the gateway sends

@@ -383,7 +383,7 @@ func TestHelperLifecycle(t *testing.T) {
 // TestHelperNotFound: a missing helper is a startup error saying how to
 // install it, and the session lock is not left held.
 func TestHelperNotFound(t *testing.T) {
-	// Not in $CLAWGATE_HELPER_DIR (unset), beside the test binary or on $PATH.
+	// Not in $CLAWGATE_HELPER_DIR (unset), or beside the test binary; $PATH is not searched.
 	t.Setenv(ipc.EnvHelperDir, "")
 	t.Setenv("PATH", t.TempDir())
 	dir := filepath.Join(t.TempDir(), "wa")

@@ -37,7 +37,7 @@ import (
 const Version = 1
 
 // HelperName is the helper binary's name: the gateway looks for it next
-// to itself (or in $CLAWGATE_HELPER_DIR, or on $PATH).
+// to itself (or in $CLAWGATE_HELPER_DIR; never on $PATH).
 const HelperName = "clawgate-tailnet"
 
 // Method names.
