@@ -21,6 +21,9 @@ var sendLimit = MaxFrame
 // maxFiles bounds the descriptors one call may carry.
 const maxFiles = 16
 
+// errTooLarge: a frame would exceed sendLimit.
+var errTooLarge = errors.New("too large for one frame")
+
 // ErrClosed: the connection is gone (the peer exited, or Close was called).
 var ErrClosed = errors.New("ipc: connection closed")
 
@@ -184,7 +187,11 @@ func (c *Conn) send(f *frame, files []*os.File) error {
 		return fmt.Errorf("ipc: encode: %w", err)
 	}
 	if len(body) > sendLimit {
-		return fmt.Errorf("ipc: %s: frame of %d bytes exceeds %d", f.Method, len(body), sendLimit)
+		what := f.Method
+		if f.Response {
+			what = fmt.Sprintf("answer to call %d", f.ID)
+		}
+		return fmt.Errorf("ipc: %s: frame of %d bytes exceeds %d: %w", what, len(body), sendLimit, errTooLarge)
 	}
 	buf := make([]byte, 4+len(body))
 	binary.BigEndian.PutUint32(buf, uint32(len(body)))
@@ -304,7 +311,12 @@ func (c *Conn) serve(ctx context.Context, cancel context.CancelFunc, f *frame, f
 		}
 		resp.Error = ie
 	}
-	if err := c.send(resp, nil); err != nil && !errors.Is(err, ErrClosed) {
+	err = c.send(resp, nil)
+	if errors.Is(err, errTooLarge) {
+		// The caller gets the error instead; the connection is fine.
+		err = c.send(&frame{ID: f.ID, Response: true, Error: &Error{Message: err.Error()}}, nil)
+	}
+	if err != nil && !errors.Is(err, ErrClosed) {
 		// The response is lost only if the socket failed; readLoop ends
 		// the connection then.
 		_ = c.uc.Close()

@@ -570,3 +570,39 @@ func TestHelperEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// TestOversizedResult: a handler whose result (or error) is too large for
+// a frame answers its caller with an error; the connection, and the calls
+// after it, go on.
+func TestOversizedResult(t *testing.T) {
+	defer func(l int) { sendLimit = l }(sendLimit)
+	sendLimit = 64 << 10
+	a, b := pair(t)
+	big := strings.Repeat("x", sendLimit)
+	server := NewConn(b, func(ctx context.Context, req *Request) (any, error) {
+		switch req.Method {
+		case "big-result":
+			return big, nil
+		case "big-error":
+			return nil, errors.New(big)
+		}
+		return "small", nil
+	})
+	defer server.Close()
+	client := NewConn(a, nil)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, m := range []string{"big-result", "big-error"} {
+		var got string
+		err := client.Call(ctx, m, nil, &got)
+		var ie *Error
+		if !errors.As(err, &ie) || !strings.Contains(ie.Message, "exceeds") {
+			t.Fatalf("%s = %d bytes, %v; want an error saying the answer was too large", m, len(got), err)
+		}
+	}
+	var got string
+	if err := client.Call(ctx, "small", nil, &got); err != nil || got != "small" {
+		t.Fatalf("call after an oversized answer = %q, %v", got, err)
+	}
+}
