@@ -315,16 +315,21 @@ func TestStopKillsStubbornHelper(t *testing.T) {
 	if err := call(t, p, "ignore-eof", nil, &ok); err != nil || !ok {
 		t.Fatal(err)
 	}
-	_ = p.Stop(100 * time.Millisecond)
+	stopErr := p.Stop(100 * time.Millisecond)
 	var ee *exec.ExitError
 	if !errors.As(p.ExitErr(), &ee) || ee.Exited() {
 		t.Fatalf("a helper that ignores EOF was not killed: %v", p.ExitErr())
+	}
+	if stopErr != p.ExitErr() {
+		t.Fatalf("Stop = %v, want the exit %v", stopErr, p.ExitErr())
 	}
 }
 
 func TestStopOrderly(t *testing.T) {
 	p := startHelper(t, nil)
-	_ = p.Stop(10 * time.Second)
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("Stop of a helper that saw EOF = %v", err)
+	}
 	if err := p.ExitErr(); err != nil {
 		t.Fatalf("a helper that saw EOF exited with %v", err)
 	}

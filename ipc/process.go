@@ -239,7 +239,8 @@ func (p *Process) ExitErr() error {
 }
 
 // Stop closes the connection (a helper exits when it sees that), waits up
-// to timeout, then kills the helper. It returns once the helper is gone.
+// to timeout, then kills the helper. It returns once the helper is gone,
+// with how it exited (ExitErr).
 func (p *Process) Stop(timeout time.Duration) error {
 	p.stopOnce.Do(func() {
 		_ = p.conn.Close()
@@ -252,7 +253,7 @@ func (p *Process) Stop(timeout time.Duration) error {
 		}
 	})
 	<-p.exited
-	return nil
+	return p.err
 }
 
 // Serve is the helper's side: it takes the connection the gateway passed

@@ -704,7 +704,7 @@ func TestTailnetHelperRestart(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if st.HelperExit == "" || !strings.Contains(g.logs.String(), "tailnet helper exited") {
+	if !strings.Contains(st.HelperExit, "signal: killed") || !strings.Contains(g.logs.String(), "tailnet helper exited") {
 		t.Fatalf("the helper's death is not reported: status %+v\n%s", st, g.logs.String())
 	}
 	second, err := newTnDevice(t, nil).dial(g.loopback, "", nil, protocol.ScopeRead)
