@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // MaxFrame is the largest frame either side accepts.
@@ -17,6 +18,11 @@ const MaxFrame = 32 << 20
 
 // sendLimit is MaxFrame; tests lower it.
 var sendLimit = MaxFrame
+
+// writeTimeout: a peer's reader never blocks, so a peer that takes no data
+// for this long is stopped or hung, and the connection is closed. Tests
+// lower it.
+var writeTimeout = 30 * time.Second
 
 // maxFiles bounds the descriptors one call may carry.
 const maxFiles = 16
@@ -83,7 +89,7 @@ type Conn struct {
 	uc      *net.UnixConn
 	handler Handler
 
-	wmu sync.Mutex // one frame at a time on the socket
+	wsem chan struct{} // held while a frame is written: one at a time
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -97,7 +103,7 @@ type Conn struct {
 
 // NewConn starts serving c. A nil handler refuses every call.
 func NewConn(c *net.UnixConn, h Handler) *Conn {
-	conn := &Conn{uc: c, handler: h, pending: map[uint64]chan *frame{},
+	conn := &Conn{uc: c, handler: h, wsem: make(chan struct{}, 1), pending: map[uint64]chan *frame{},
 		serving: map[uint64]context.CancelFunc{}, done: make(chan struct{})}
 	go conn.readLoop()
 	return conn
@@ -156,7 +162,7 @@ func (c *Conn) Call(ctx context.Context, method string, params, result any, file
 		delete(c.pending, id)
 		c.mu.Unlock()
 	}
-	if err := c.send(&frame{ID: id, Method: method, Params: raw, Files: len(files)}, files); err != nil {
+	if err := c.send(ctx, &frame{ID: id, Method: method, Params: raw, Files: len(files)}, files); err != nil {
 		forget()
 		return err
 	}
@@ -173,15 +179,18 @@ func (c *Conn) Call(ctx context.Context, method string, params, result any, file
 		return nil
 	case <-ctx.Done():
 		forget()
-		_ = c.send(&frame{Cancel: id}, nil)
+		_ = c.send(context.Background(), &frame{Cancel: id}, nil)
 		return ctx.Err()
 	case <-c.done:
 		return ErrClosed
 	}
 }
 
-// send writes one frame; descriptors ride on its first byte.
-func (c *Conn) send(f *frame, files []*os.File) error {
+// send writes one frame; descriptors ride on its first byte. It waits for
+// the socket no longer than ctx allows; a frame once begun is written
+// whole or, if the peer takes none of it for writeTimeout, the connection
+// ends (a partial frame cannot be taken back).
+func (c *Conn) send(ctx context.Context, f *frame, files []*os.File) error {
 	body, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("ipc: encode: %w", err)
@@ -204,17 +213,33 @@ func (c *Conn) send(f *frame, files []*os.File) error {
 		}
 		oob = syscall.UnixRights(fds...)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	select {
+	case c.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return ErrClosed
+	}
+	defer func() { <-c.wsem }()
+	_ = c.uc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	n, _, err := c.uc.WriteMsgUnix(buf, oob, nil)
-	if err == nil && n < len(buf) {
-		_, err = c.uc.Write(buf[n:])
+	for err == nil && n < len(buf) {
+		// Progress extends the deadline: only a peer that takes nothing
+		// for writeTimeout is given up on.
+		_ = c.uc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		var m int
+		m, err = c.uc.Write(buf[n:min(len(buf), n+64<<10)])
+		n += m
 	}
 	if err != nil {
 		select {
 		case <-c.done:
 			return ErrClosed
 		default:
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			_ = c.uc.Close() // the stream is cut mid-frame: readLoop ends the connection
+			return fmt.Errorf("ipc: the peer took no data for %v; closing the connection: %w", writeTimeout, err)
 		}
 		return fmt.Errorf("ipc: write: %w", err)
 	}
@@ -311,10 +336,10 @@ func (c *Conn) serve(ctx context.Context, cancel context.CancelFunc, f *frame, f
 		}
 		resp.Error = ie
 	}
-	err = c.send(resp, nil)
+	err = c.send(context.Background(), resp, nil)
 	if errors.Is(err, errTooLarge) {
 		// The caller gets the error instead; the connection is fine.
-		err = c.send(&frame{ID: f.ID, Response: true, Error: &Error{Message: err.Error()}}, nil)
+		err = c.send(context.Background(), &frame{ID: f.ID, Response: true, Error: &Error{Message: err.Error()}}, nil)
 	}
 	if err != nil && !errors.Is(err, ErrClosed) {
 		// The response is lost only if the socket failed; readLoop ends

@@ -611,3 +611,49 @@ func TestOversizedResult(t *testing.T) {
 		t.Fatalf("call after an oversized answer = %q, %v", got, err)
 	}
 }
+
+// TestPeerStopsReading: a peer that takes no more frames (a stopped or
+// hung helper) holds up no call past its context, and a frame it does not
+// take within writeTimeout ends the connection instead of pinning the
+// callers' goroutines forever.
+func TestPeerStopsReading(t *testing.T) {
+	defer func(d time.Duration) { writeTimeout = d }(writeTimeout)
+	writeTimeout = time.Second
+	a, b := pair(t) // b is never read past the first frame's header
+	defer b.Close()
+	client := NewConn(a, nil)
+	defer client.Close()
+	big := strings.Repeat("x", 4<<20) // more than the socket buffers hold
+	first := make(chan error, 1)
+	go func() { first <- client.Call(context.Background(), "big", big, nil) }()
+	// The first call's frame has begun: it holds the socket, its write
+	// blocked on the full buffers.
+	hdr := make([]byte, 4)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		second <- client.Call(ctx, "small", nil, nil)
+	}()
+	select {
+	case err := <-second:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a call behind a blocked frame = %v, want its context's error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a call was held past its context behind another call's blocked frame")
+	}
+	// The blocked frame fails and takes the connection down.
+	select {
+	case err := <-first:
+		if err == nil {
+			t.Fatal("a call whose frame the peer never took succeeded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a call blocked writing to a peer that stopped reading never returned")
+	}
+	waitFor(t, client.Done(), "the connection to a peer that stopped reading to close")
+}
