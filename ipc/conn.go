@@ -24,6 +24,17 @@ var sendLimit = MaxFrame
 // lower it.
 var writeTimeout = 30 * time.Second
 
+// maxServing bounds the peer's calls in flight at once (handlers not yet
+// returned). Each costs a goroutine and its params; a peer past it is
+// broken or hostile, and the connection ends. Tests lower it.
+var maxServing = 4096
+
+// maxCalls bounds this side's calls in flight: a further Call waits (as
+// long as its context allows) for one to end. It is well below maxServing,
+// so a peer's handlers that are still ending after their calls were
+// cancelled do not push this side over the peer's bound. Tests lower it.
+var maxCalls = 1024
+
 // maxFiles bounds the descriptors one call may carry.
 const maxFiles = 16
 
@@ -89,7 +100,8 @@ type Conn struct {
 	uc      *net.UnixConn
 	handler Handler
 
-	wsem chan struct{} // held while a frame is written: one at a time
+	wsem  chan struct{} // held while a frame is written: one at a time
+	calls chan struct{} // one token per call in flight (maxCalls)
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -103,7 +115,8 @@ type Conn struct {
 
 // NewConn starts serving c. A nil handler refuses every call.
 func NewConn(c *net.UnixConn, h Handler) *Conn {
-	conn := &Conn{uc: c, handler: h, wsem: make(chan struct{}, 1), pending: map[uint64]chan *frame{},
+	conn := &Conn{uc: c, handler: h, wsem: make(chan struct{}, 1), calls: make(chan struct{}, maxCalls),
+		pending: map[uint64]chan *frame{},
 		serving: map[uint64]context.CancelFunc{}, done: make(chan struct{})}
 	go conn.readLoop()
 	return conn
@@ -131,7 +144,8 @@ func (c *Conn) Close() error {
 // Call sends method with params and decodes the answer into result (which
 // may be nil). files are duplicated into the peer with the request; Call
 // does not close them. If ctx ends first, the peer's handler is cancelled
-// and Call returns ctx.Err().
+// and Call returns ctx.Err(). At most maxCalls calls are in flight; a
+// further one waits for a slot within ctx.
 func (c *Conn) Call(ctx context.Context, method string, params, result any, files ...*os.File) error {
 	if method == "" {
 		return errors.New("ipc: empty method")
@@ -147,6 +161,14 @@ func (c *Conn) Call(ctx context.Context, method string, params, result any, file
 		}
 		raw = b
 	}
+	select {
+	case c.calls <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return ErrClosed
+	}
+	defer func() { <-c.calls }()
 	ch := make(chan *frame, 1)
 	c.mu.Lock()
 	if c.closed {
@@ -259,7 +281,9 @@ func (c *Conn) readLoop() {
 		if err != nil {
 			break
 		}
-		c.dispatch(frame, files)
+		if err = c.dispatch(frame, files); err != nil {
+			break
+		}
 	}
 	r.closeFiles()
 	c.mu.Lock()
@@ -277,7 +301,8 @@ func (c *Conn) readLoop() {
 	close(c.done)
 }
 
-func (c *Conn) dispatch(f *frame, files []*os.File) {
+// dispatch hands one frame on; an error ends the connection.
+func (c *Conn) dispatch(f *frame, files []*os.File) error {
 	switch {
 	case f.Response:
 		c.mu.Lock()
@@ -297,20 +322,25 @@ func (c *Conn) dispatch(f *frame, files []*os.File) {
 		}
 		closeAll(files)
 	case f.Method != "":
-		ctx, cancel := context.WithCancel(context.Background())
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			cancel()
 			closeAll(files)
-			return
+			return nil
 		}
+		if len(c.serving) >= maxServing {
+			c.mu.Unlock()
+			closeAll(files)
+			return fmt.Errorf("ipc: the peer has more than %d calls in flight", maxServing)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
 		c.serving[f.ID] = cancel
 		c.mu.Unlock()
 		go c.serve(ctx, cancel, f, files)
 	default:
 		closeAll(files)
 	}
+	return nil
 }
 
 func (c *Conn) serve(ctx context.Context, cancel context.CancelFunc, f *frame, files []*os.File) {

@@ -657,3 +657,96 @@ func TestPeerStopsReading(t *testing.T) {
 	}
 	waitFor(t, client.Done(), "the connection to a peer that stopped reading to close")
 }
+
+// TestTooManyCallsInFlight: a peer that keeps more than maxServing calls
+// waiting in the handlers is cut off, instead of growing this side's
+// goroutines without bound; the handlers' contexts end.
+func TestTooManyCallsInFlight(t *testing.T) {
+	defer func(n int) { maxServing = n }(maxServing)
+	maxServing = 8
+	a, b := pair(t)
+	var started sync.WaitGroup
+	started.Add(maxServing)
+	ended := make(chan struct{}, maxServing+1)
+	server := NewConn(b, func(ctx context.Context, req *Request) (any, error) {
+		started.Done()
+		<-ctx.Done()
+		ended <- struct{}{}
+		return nil, ctx.Err()
+	})
+	defer server.Close()
+	client := NewConn(a, nil)
+	defer client.Close()
+	errs := make(chan error, maxServing+1)
+	for range maxServing {
+		go func() { errs <- client.Call(context.Background(), "wait", nil, nil) }()
+	}
+	started.Wait()
+	go func() { errs <- client.Call(context.Background(), "one-too-many", nil, nil) }()
+	waitFor(t, server.Done(), "the connection to end at one call too many")
+	if err := server.Err(); err == nil || !strings.Contains(err.Error(), "in flight") {
+		t.Fatalf("Err() = %v, want the calls in flight named", err)
+	}
+	for range maxServing + 1 {
+		if err := <-errs; !errors.Is(err, ErrClosed) {
+			t.Fatalf("a call to the cut-off peer = %v", err)
+		}
+	}
+	for range maxServing {
+		waitFor(t, ended, "a handler's context to end")
+	}
+}
+
+// TestCallsWaitForASlot: this side keeps at most maxCalls calls in flight;
+// a further call waits within its context rather than pushing the peer
+// past its bound, and the connection stays up.
+func TestCallsWaitForASlot(t *testing.T) {
+	defer func(n int) { maxCalls = n }(maxCalls)
+	maxCalls = 4
+	a, b := pair(t)
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(maxCalls)
+	server := NewConn(b, func(ctx context.Context, req *Request) (any, error) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+		if req.Method == "wait" {
+			started.Done()
+			<-release
+		}
+		return "ok", nil
+	})
+	defer server.Close()
+	client := NewConn(a, nil)
+	defer client.Close()
+	errs := make(chan error, maxCalls)
+	for range maxCalls {
+		go func() { errs <- client.Call(context.Background(), "wait", nil, nil) }()
+	}
+	started.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := client.Call(ctx, "quick", nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call past maxCalls = %v, want it to wait out its context", err)
+	}
+	close(release)
+	for range maxCalls {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var s string
+	if err := client.Call(context.Background(), "quick", nil, &s); err != nil || s != "ok" {
+		t.Fatalf("call after the slots freed = %q, %v", s, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most > maxCalls {
+		t.Fatalf("the peer saw %d calls at once, want at most %d", most, maxCalls)
+	}
+}
