@@ -576,16 +576,28 @@ func (d *doctor) checkHosts() {
 	}
 }
 
+// checkHelper reports whether the helper binary name is where the gateway
+// looks for it (ipc.Lookup) and safe to run: a missing one and one any user
+// could replace both keep the gateway from starting.
+func (d *doctor) checkHelper(id, what, name string) {
+	path, err := ipc.Lookup(name)
+	switch {
+	case err == nil:
+		d.add(id, sevOK, "The "+what+" helper is installed", path, "")
+	case errors.Is(err, ipc.ErrNotFound):
+		d.add(id, sevCritical, "The "+what+" helper is missing; the gateway will not start", err.Error(),
+			"install it next to clawgate: go install github.com/clawgate/clawgate/cmd/...@latest")
+	default:
+		d.add(id, sevCritical, "The "+what+" helper cannot be used; the gateway will not start", err.Error(),
+			"keep clawgate and its helpers in a directory only their owner can write (chmod o-w)")
+	}
+}
+
 // checkTailnet reports tailnet state kept in the state directory.
 func (d *doctor) checkTailnet() {
 	if d.cfgOK && d.cfg.Tailnet.Enabled {
 		// The node runs in a helper the gateway starts from beside itself.
-		if path, err := ipc.Lookup(tsipc.HelperName); err != nil {
-			d.add("tailnet-helper", sevCritical, "The tailnet helper is missing; the gateway will not start", err.Error(),
-				"install it next to clawgate: go install github.com/clawgate/clawgate/cmd/...@latest")
-		} else {
-			d.add("tailnet-helper", sevOK, "The tailnet helper is installed", path, "")
-		}
+		d.checkHelper("tailnet-helper", "tailnet", tsipc.HelperName)
 	}
 	for _, name := range []string{"tailscale", "tsnet"} {
 		dir := filepath.Join(d.p.stateDir, name)

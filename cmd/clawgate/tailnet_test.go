@@ -896,6 +896,20 @@ func TestDoctorTailnetHelper(t *testing.T) {
 	if f := wantCritical(t, rep, err, "tailnet-helper"); !strings.Contains(f.Detail, tsipc.HelperName) {
 		t.Errorf("finding %+v does not name the helper", f)
 	}
+	// Installed where any user could replace it: not missing, but refused.
+	open := t.TempDir()
+	if err := os.Symlink(filepath.Join(filepath.Dir(binary), tsipc.HelperName), filepath.Join(open, tsipc.HelperName)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CLAWGATE_HELPER_DIR", open)
+	rep, _, err = s.doctor(t)
+	if f := wantCritical(t, rep, err, "tailnet-helper"); strings.Contains(f.Title, "missing") ||
+		!strings.Contains(f.Detail, "writable by every user") || strings.Contains(f.Fix, "go install") {
+		t.Errorf("a world-writable helper directory: finding %+v; want it called unsafe, not missing", f)
+	}
 	s.write(t, "clawgate.json", `{"version":1}`, 0o600)
 	rep, _, _ = s.doctor(t)
 	if f, ok := findingsByID(rep)["tailnet-helper"]; ok {

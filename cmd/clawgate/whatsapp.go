@@ -18,7 +18,6 @@ import (
 	"github.com/clawgate/clawgate/client"
 	"github.com/clawgate/clawgate/config"
 	"github.com/clawgate/clawgate/gateway"
-	"github.com/clawgate/clawgate/ipc"
 	"github.com/clawgate/clawgate/providers"
 	"github.com/clawgate/clawgate/providers/whatsapp"
 )
@@ -99,13 +98,7 @@ func (d *doctor) checkWhatsAppHelper() {
 	if !d.cfgOK || len(d.cfg.Channels.WhatsApp) == 0 {
 		return
 	}
-	path, err := ipc.Lookup(whatsapp.HelperName)
-	if err != nil {
-		d.add("whatsapp-helper", sevCritical, "The WhatsApp helper is missing; the gateway will not start", err.Error(),
-			"install it next to clawgate: go install github.com/clawgate/clawgate/cmd/...@latest")
-		return
-	}
-	d.add("whatsapp-helper", sevOK, "The WhatsApp helper is installed", path, "")
+	d.checkHelper("whatsapp-helper", "WhatsApp", whatsapp.HelperName)
 }
 
 // whatsappLogins is the gateway.WebLoginer of the configured WhatsApp
