@@ -201,7 +201,9 @@ func (c *Conn) Call(ctx context.Context, method string, params, result any, file
 		return nil
 	case <-ctx.Done():
 		forget()
-		_ = c.send(context.Background(), &frame{Cancel: id}, nil)
+		// The cancellation waits for the socket (bounded by writeTimeout);
+		// the call does not.
+		go func() { _ = c.send(context.Background(), &frame{Cancel: id}, nil) }()
 		return ctx.Err()
 	case <-c.done:
 		return ErrClosed

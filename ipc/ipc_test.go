@@ -750,3 +750,38 @@ func TestCallsWaitForASlot(t *testing.T) {
 		t.Fatalf("the peer saw %d calls at once, want at most %d", most, maxCalls)
 	}
 }
+
+// TestCancelWhileSocketBusy: a call whose context ends returns at once,
+// even when another call's frame holds the socket (the cancellation goes
+// out when the socket frees, or not at all if the connection ends).
+func TestCancelWhileSocketBusy(t *testing.T) {
+	a, b := pair(t)
+	defer b.Close()
+	client := NewConn(a, nil)
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { first <- client.Call(ctx, "first", nil, nil) }()
+	// Read the first request whole, then stop reading.
+	hdr := make([]byte, 4)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(b, make([]byte, binary.BigEndian.Uint32(hdr))); err != nil {
+		t.Fatal(err)
+	}
+	// A second call's frame fills the buffers and holds the socket.
+	go func() { _ = client.Call(context.Background(), "big", strings.Repeat("x", 4<<20), nil) }()
+	if _, err := io.ReadFull(b, hdr); err != nil { // its write has begun
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-first:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled call = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled call waited for the busy socket to send its cancellation")
+	}
+}
