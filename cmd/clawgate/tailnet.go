@@ -405,6 +405,9 @@ func (t *tailnet) listen(port int) (net.Listener, error) {
 	ctx, cancel := context.WithTimeout(t.ctx, time.Minute)
 	defer cancel()
 	if err := proc.Conn().Call(ctx, tsipc.MethodListen, tsipc.Listen{Port: port}, nil); err != nil {
+		if errors.Is(err, ipc.ErrClosed) && t.ctx.Err() == nil {
+			return ln, nil // the helper died: its successor listens (launch)
+		}
 		t.mu.Lock()
 		delete(t.lns, port)
 		t.mu.Unlock()

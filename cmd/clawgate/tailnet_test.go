@@ -27,6 +27,7 @@ import (
 	"github.com/clawgate/clawgate/client"
 	"github.com/clawgate/clawgate/config"
 	"github.com/clawgate/clawgate/gateway"
+	"github.com/clawgate/clawgate/ipc"
 	"github.com/clawgate/clawgate/pairing"
 	"github.com/clawgate/clawgate/protocol"
 	"github.com/clawgate/clawgate/store/bolt"
@@ -914,5 +915,29 @@ func TestDoctorTailnetHelper(t *testing.T) {
 	rep, _, _ = s.doctor(t)
 	if f, ok := findingsByID(rep)["tailnet-helper"]; ok {
 		t.Errorf("tailnet off, yet a helper finding: %+v", f)
+	}
+}
+
+// TestTailnetListenWhileHelperDies: a port added while the helper has just
+// died (before the supervisor noticed) is kept for its successor to open,
+// not refused (the canvas host would lose its tailnet listener for good).
+func TestTailnetListenWhileHelperDies(t *testing.T) {
+	proc, err := ipc.Start(context.Background(), tsipc.HelperName, ipc.StartOptions{Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = proc.Stop(10 * time.Second) // dead, and t.proc still names it
+	tl := &tailnet{proc: proc, lns: map[int]*relayListener{}, log: slog.New(slog.DiscardHandler)}
+	tl.ctx, tl.cancel = context.WithCancel(context.Background())
+	defer tl.cancel()
+	ln, err := tl.listen(18793)
+	if err != nil || ln == nil {
+		t.Fatalf("listen while the helper is dead = %v, %v; want the listener, opened on restart", ln, err)
+	}
+	if tl.lns[18793] == nil {
+		t.Fatal("the port is not recorded for the restarted helper")
+	}
+	if _, err := tl.listen(18793); err == nil {
+		t.Fatal("a second listen on the same port succeeded")
 	}
 }
