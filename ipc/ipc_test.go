@@ -554,6 +554,7 @@ func TestHelperEnvironment(t *testing.T) {
 	}
 	t.Setenv("LC_TIME", "C")
 	t.Setenv("TS_DEBUG_FIREWALL_MODE", "auto")
+	t.Setenv("TSNET_FORCE_LOGIN", "1")
 	p := startHelper(t, nil)
 	for k := range secrets {
 		var got string
@@ -565,7 +566,7 @@ func TestHelperEnvironment(t *testing.T) {
 		}
 	}
 	for k, want := range map[string]string{"PATH": os.Getenv("PATH"), "LC_TIME": "C",
-		"TS_DEBUG_FIREWALL_MODE": "auto", "IPC_TEST_HELPER": "1"} {
+		"TS_DEBUG_FIREWALL_MODE": "auto", "TSNET_FORCE_LOGIN": "1", "IPC_TEST_HELPER": "1"} {
 		var got string
 		if err := call(t, p, "getenv", k, &got); err != nil {
 			t.Fatal(err)

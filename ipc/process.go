@@ -176,9 +176,9 @@ var inheritedEnv = map[string]bool{
 }
 
 // HelperEnviron is the part of environ (KEY=value entries) a helper
-// inherits: the names in inheritedEnv, LC_* and TS_* except a TS_ name that
-// looks like a secret (TS_AUTHKEY: the auth key reaches the tailnet helper
-// in its start call only).
+// inherits: the names in inheritedEnv, LC_*, and the tailnet node's TS_*
+// and TSNET_* knobs except a name that looks like a secret (TS_AUTHKEY:
+// the auth key reaches the tailnet helper in its start call only).
 func HelperEnviron(environ []string) []string {
 	var out []string
 	for _, kv := range environ {
@@ -188,7 +188,7 @@ func HelperEnviron(environ []string) []string {
 		}
 		switch {
 		case inheritedEnv[k], strings.HasPrefix(k, "LC_"):
-		case strings.HasPrefix(k, "TS_") && !secretName(k):
+		case (strings.HasPrefix(k, "TS_") || strings.HasPrefix(k, "TSNET_")) && !secretName(k):
 		default:
 			continue
 		}
