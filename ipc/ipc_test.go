@@ -393,6 +393,9 @@ func TestLookup(t *testing.T) {
 			t.Errorf("Lookup in a directory of mode %v = %v", mode, err)
 		}
 	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	// A symlink to a helper in a world-writable directory is refused too.
 	open := t.TempDir()
 	if err := os.WriteFile(filepath.Join(open, "linked"), []byte("#!/bin/sh\n"), 0o755); err != nil {
