@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -787,5 +788,37 @@ func TestCancelWhileSocketBusy(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a cancelled call waited for the busy socket to send its cancellation")
+	}
+}
+
+// TestHelperOutlivesStopSignals: the signals a terminal's Ctrl-C or a
+// service manager's stop send to the whole process group or cgroup do not
+// kill a helper: it serves on, and exits when the gateway, which is
+// shutting down gracefully, closes the connection.
+func TestHelperOutlivesStopSignals(t *testing.T) {
+	p := startHelper(t, nil)
+	var s string
+	if err := call(t, p, "echo", "serving", &s); err != nil { // Serve has run
+		t.Fatal(err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		if err := syscall.Kill(p.Pid(), sig); err != nil {
+			t.Fatal(err)
+		}
+		if err := call(t, p, "echo", "still here", &s); err != nil || s != "still here" {
+			t.Fatalf("after %v: echo = %q, %v (exit %v)", sig, s, err, exitIfDone(p))
+		}
+	}
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("Stop after the signals = %v", err)
+	}
+}
+
+func exitIfDone(p *Process) error {
+	select {
+	case <-p.Done():
+		return p.ExitErr()
+	default:
+		return nil
 	}
 }

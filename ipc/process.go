@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -259,6 +260,14 @@ func (p *Process) Stop(timeout time.Duration) error {
 // Serve is the helper's side: it takes the connection the gateway passed
 // in $CLAWGATE_IPC_FD and serves h on it. The helper should exit when the
 // connection's Done closes.
+//
+// Serve ignores SIGINT, SIGTERM and SIGHUP. A terminal's Ctrl-C and a
+// service manager's stop signal the gateway's whole process group or
+// cgroup; the gateway then shuts down gracefully (tailnet clients get
+// their close frames through the helper, an ephemeral node logs out) and
+// closes the connection, which is the helper's cue to exit. A helper whose
+// gateway is killed dies with it (Pdeathsig on Linux, else the closed
+// connection).
 func Serve(h Handler) (*Conn, error) {
 	v := os.Getenv(EnvFD)
 	if v == "" {
@@ -269,6 +278,7 @@ func Serve(h Handler) (*Conn, error) {
 		return nil, fmt.Errorf("%s=%q is not a descriptor", EnvFD, v)
 	}
 	_ = os.Unsetenv(EnvFD) // not for the helper's own children
+	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	f := os.NewFile(uintptr(fd), "ipc")
 	defer f.Close()
 	c, err := net.FileConn(f)
