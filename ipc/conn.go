@@ -265,6 +265,11 @@ func (c *Conn) send(ctx context.Context, f *frame, files []*os.File) error {
 			_ = c.uc.Close() // the stream is cut mid-frame: readLoop ends the connection
 			return fmt.Errorf("ipc: the peer took no data for %v; closing the connection: %w", writeTimeout, err)
 		}
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) {
+			// The peer is gone, or the connection is being closed, and
+			// readLoop has not finished yet.
+			return fmt.Errorf("%w: %v", ErrClosed, err)
+		}
 		return fmt.Errorf("ipc: write: %w", err)
 	}
 	return nil

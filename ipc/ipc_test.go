@@ -822,3 +822,19 @@ func exitIfDone(p *Process) error {
 		return nil
 	}
 }
+
+// TestCallToVanishedPeer: a call to a peer that has just gone is ErrClosed
+// (what callers test for to say "the helper exited"), whether the read
+// side or the write side notices first.
+func TestCallToVanishedPeer(t *testing.T) {
+	for i := range 50 {
+		a, b := pair(t)
+		client := NewConn(a, nil)
+		_ = b.Close()
+		err := client.Call(context.Background(), "x", strings.Repeat("y", 1<<10), nil)
+		_ = client.Close()
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("try %d: call to a closed peer = %v, want ErrClosed", i, err)
+		}
+	}
+}
