@@ -35,14 +35,16 @@ var ignoreEOF bool
 
 func helperMain() {
 	var conn *Conn
-	var err error
-	conn, err = Serve(func(ctx context.Context, req *Request) (any, error) {
+	ready := make(chan struct{}) // conn is set (calls may come first)
+	conn, err := Serve(func(ctx context.Context, req *Request) (any, error) {
+		<-ready
 		return helperHandler(ctx, conn, req)
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(2)
 	}
+	close(ready)
 	<-conn.Done()
 	if ignoreEOF {
 		select {}
