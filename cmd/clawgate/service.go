@@ -166,9 +166,19 @@ func checkBinary(bin string, linux bool) error {
 }
 
 // checkHelper refuses to install a unit whose helper binary is not next to
-// bin (below --root when packaging), where the gateway looks for it.
+// bin (below --root when packaging), where the gateway looks for it. The
+// gateway looks beside its executable as the kernel names it, with
+// symlinks resolved, so a --bin that is a symlink is resolved the same way
+// (not below --root, where links point into the packaged tree's future
+// root).
 func (h *serviceHost) checkHelper(bin, name string) error {
-	p := filepath.Join(filepath.Dir(bin), name)
+	dir := filepath.Dir(bin)
+	if h.root == "" {
+		if resolved, err := filepath.EvalSymlinks(bin); err == nil {
+			dir = filepath.Dir(resolved)
+		}
+	}
+	p := filepath.Join(dir, name)
 	st, err := os.Stat(h.path(p))
 	if err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
 		return nil

@@ -250,3 +250,29 @@ func wantContains(t *testing.T, s, sub string) {
 		t.Fatalf("%.400q does not contain %q", s, sub)
 	}
 }
+
+// TestServiceHelperBesideResolvedBinary: the gateway finds its helpers
+// beside its executable with symlinks resolved, and install checks there.
+func TestServiceHelperBesideResolvedBinary(t *testing.T) {
+	real, links := t.TempDir(), t.TempDir()
+	bin := filepath.Join(real, "clawgate")
+	link := filepath.Join(links, "clawgate")
+	for _, p := range []string{bin, filepath.Join(links, "clawgate-tailnet")} {
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(bin, link); err != nil {
+		t.Fatal(err)
+	}
+	h := &serviceHost{}
+	if err := h.checkHelper(link, "clawgate-tailnet"); err == nil || !strings.Contains(err.Error(), filepath.Join(real, "clawgate-tailnet")) {
+		t.Fatalf("helper beside the link but not beside the binary: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(real, "clawgate-tailnet"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.checkHelper(link, "clawgate-tailnet"); err != nil {
+		t.Fatalf("helper beside the resolved binary: %v", err)
+	}
+}
