@@ -188,8 +188,7 @@ func (c *Conn) Call(ctx context.Context, method string, params, result any, file
 		forget()
 		return err
 	}
-	select {
-	case f := <-ch:
+	answer := func(f *frame) error {
 		if f.Error != nil {
 			return f.Error
 		}
@@ -199,6 +198,10 @@ func (c *Conn) Call(ctx context.Context, method string, params, result any, file
 			}
 		}
 		return nil
+	}
+	select {
+	case f := <-ch:
+		return answer(f)
 	case <-ctx.Done():
 		forget()
 		// The cancellation waits for the socket (bounded by writeTimeout);
@@ -206,7 +209,14 @@ func (c *Conn) Call(ctx context.Context, method string, params, result any, file
 		go func() { _ = c.send(context.Background(), &frame{Cancel: id}, nil) }()
 		return ctx.Err()
 	case <-c.done:
-		return ErrClosed
+		// The answer may have come in just before the peer left: the
+		// reader delivers it before it closes done.
+		select {
+		case f := <-ch:
+			return answer(f)
+		default:
+			return ErrClosed
+		}
 	}
 }
 

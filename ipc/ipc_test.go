@@ -91,6 +91,19 @@ func helperHandler(ctx context.Context, conn *Conn, req *Request) (any, error) {
 		return nil, errors.New("plain failure")
 	case "panic":
 		panic("boom")
+	case "open-files":
+		// What the helper has open, by target.
+		entries, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, e := range entries {
+			if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+				out = append(out, target)
+			}
+		}
+		return out, nil
 	case "getenv":
 		var name string
 		if err := req.Decode(&name); err != nil {
@@ -837,6 +850,33 @@ func TestCallToVanishedPeer(t *testing.T) {
 		_ = client.Close()
 		if !errors.Is(err, ErrClosed) {
 			t.Fatalf("try %d: call to a closed peer = %v, want ErrClosed", i, err)
+		}
+	}
+}
+
+// TestInheritedDescriptorsStayWithTheGateway: a descriptor the gateway
+// inherited without close-on-exec does not reach a helper.
+func TestInheritedDescriptorsStayWithTheGateway(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	marker := filepath.Join(t.TempDir(), "inherited-secret")
+	fd, err := syscall.Open(marker, syscall.O_CREAT|syscall.O_WRONLY, 0o600) // no O_CLOEXEC, like an inherited one
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	p := startHelper(t, nil)
+	var open []string
+	if err := call(t, p, "open-files", nil, &open); err != nil {
+		t.Fatal(err)
+	}
+	if len(open) < 4 {
+		t.Fatalf("the helper lists %d open files: %q", len(open), open)
+	}
+	for _, target := range open {
+		if target == marker {
+			t.Fatalf("the helper inherited %s (fd %d of the gateway)", marker, fd)
 		}
 	}
 }

@@ -142,6 +142,10 @@ func Start(ctx context.Context, name string, opts StartOptions) (*Process, error
 	cmd.ExtraFiles = []*os.File{child}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
+	// A helper that leaves a child holding its output must not hold Wait
+	// (and so Stop) forever.
+	cmd.WaitDelay = 5 * time.Second
+	closeInheritedOnExec()
 	if err := cmd.Start(); err != nil {
 		_ = uc.Close()
 		return nil, fmt.Errorf("helper %s: %w", name, err)
