@@ -58,7 +58,9 @@ var allowedImports = map[string][]string{
 	// The WhatsApp fake speaks Noise and Signal with whatsmeow's own codecs.
 	"providers/whatsapp/fake": {},
 
-	"tsnode": {},
+	// tsnode's Status, Identity and Verdict are tsipc's, so that the helper
+	// sends them as they are.
+	"tsnode": {"tsnode/tsipc"},
 	// The gateway↔clawgate-tailnet calls: no tailscale.com, so the gateway
 	// speaks to the helper without linking the node.
 	"tsnode/tsipc": {},

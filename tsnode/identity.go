@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"tailscale.com/client/local"
 	"tailscale.com/ipn"
 	"tailscale.com/net/tsaddr"
+
+	"github.com/clawgate/clawgate/tsnode/tsipc"
 )
 
 // Errors of WhoIs. Each one means the peer is not identified: the caller
@@ -26,29 +27,9 @@ var (
 	ErrNotRunning     = errors.New("tsnode: node not started")
 )
 
-// Identity is who the tailnet says a peer is. Every field comes from the
-// node's netmap (WhoIs), never from the connection's payload.
-type Identity struct {
-	NodeID    string       // stable node ID
-	NodeName  string       // MagicDNS FQDN, no trailing dot
-	UserLogin string       // owner login; "" for tagged nodes
-	Tags      []string     // ACL tags
-	Addrs     []netip.Addr // the node's tailnet addresses
-	// SharedIn: the node belongs to another tailnet (shared into this
-	// one, or a sharee's device).
-	SharedIn bool
-	// Funnel: the connection came from the public internet through
-	// Tailscale Funnel (or from a Funnel ingress relay).
-	Funnel bool
-}
-
-// LogValue keeps log lines short and structured.
-func (id Identity) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("node", id.NodeID), slog.String("name", id.NodeName),
-		slog.String("login", id.UserLogin), slog.Any("tags", id.Tags),
-		slog.Bool("sharedIn", id.SharedIn), slog.Bool("funnel", id.Funnel))
-}
+// Identity is who the tailnet says a peer is (defined in tsipc, which
+// the gateway imports to receive it from the helper).
+type Identity = tsipc.Identity
 
 // WhoIs identifies the peer at remoteAddr ("ip:port" of an accepted
 // connection) from the node's netmap. Any doubt is an error: an address
@@ -124,11 +105,8 @@ type Self struct {
 	MagicDNSSuffix string // e.g. "tail1234.ts.net"
 }
 
-// Verdict is a trust decision and why.
-type Verdict struct {
-	Trusted bool
-	Reason  string
-}
+// Verdict is a trust decision and why (defined in tsipc).
+type Verdict = tsipc.Verdict
 
 // Decide applies p to a peer identified by WhoIs. The order matters:
 // Funnel and shared-in nodes are never trusted whatever their login or

@@ -12,6 +12,8 @@ import (
 
 	"tailscale.com/client/local"
 	"tailscale.com/ipn"
+
+	"github.com/clawgate/clawgate/tsnode/tsipc"
 )
 
 func TestTailnetDecide(t *testing.T) {
@@ -188,5 +190,13 @@ func TestTailnetWhoIsAnswers(t *testing.T) {
 	defer cancel()
 	if id, err := n.WhoIs(ctx, remote); err == nil {
 		t.Fatalf("WhoIs on a stalled backend = %+v, want an error", id)
+	}
+}
+
+// TestStateRunningIsTailscales: Status.Running (in tsipc, which cannot
+// import tailscale.com) names the same backend state as ipn.Running.
+func TestStateRunningIsTailscales(t *testing.T) {
+	if tsipc.StateRunning != ipn.Running.String() {
+		t.Fatalf("tsipc.StateRunning = %q, ipn.Running is %q", tsipc.StateRunning, ipn.Running.String())
 	}
 }

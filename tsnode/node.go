@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -22,6 +21,8 @@ import (
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tsnet"
 	"tailscale.com/wgengine/netstack"
+
+	"github.com/clawgate/clawgate/tsnode/tsipc"
 )
 
 // DefaultHostname is the node name asked of the control server when
@@ -67,32 +68,9 @@ type Options struct {
 	Changed func()
 }
 
-// Status is a snapshot of the node.
-type Status struct {
-	// State is the backend state: NoState, NeedsLogin,
-	// NeedsMachineAuth, Stopped, Starting or Running.
-	State string `json:"state"`
-	// NodeID is the node's stable ID once registered.
-	NodeID string `json:"nodeId,omitempty"`
-	// LoginURL is set while interactive login is needed. Whoever opens
-	// it first decides which tailnet the node joins: show it only to
-	// the operator.
-	LoginURL       string       `json:"loginURL,omitempty"`
-	Hostname       string       `json:"hostname"`
-	DNSName        string       `json:"dnsName,omitempty"` // MagicDNS FQDN, no trailing dot
-	IPs            []netip.Addr `json:"ips,omitempty"`
-	Tailnet        string       `json:"tailnet,omitempty"`
-	MagicDNSSuffix string       `json:"magicDNSSuffix,omitempty"`
-	// OwnerLogin is the login that owns this node; "" for a tagged node.
-	OwnerLogin string   `json:"ownerLogin,omitempty"`
-	Tags       []string `json:"tags,omitempty"`
-	Peers      int      `json:"peers"`
-	// Error is the last backend error (e.g. an invalid auth key).
-	Error string `json:"error,omitempty"`
-}
-
-// Running reports whether the node is on the tailnet with an address.
-func (s Status) Running() bool { return s.State == ipn.Running.String() && len(s.IPs) > 0 }
+// Status is a snapshot of the node. It is defined in tsipc, which the
+// gateway imports to receive it from the helper without linking the node.
+type Status = tsipc.Status
 
 // Node is one tsnet node. Create it with New, then Start; Close stops it.
 type Node struct {

@@ -225,11 +225,7 @@ func (h *helper) identify(ctx context.Context, remote string) (*tsipc.Identified
 	if err != nil {
 		return nil, err
 	}
-	return &tsipc.Identified{
-		Identity: tsipc.Identity{NodeID: id.NodeID, NodeName: id.NodeName, UserLogin: id.UserLogin,
-			Tags: id.Tags, Addrs: id.Addrs, SharedIn: id.SharedIn, Funnel: id.Funnel},
-		Verdict: tsipc.Verdict{Trusted: v.Trusted, Reason: v.Reason},
-	}, nil
+	return &tsipc.Identified{Identity: id, Verdict: v}, nil
 }
 
 // peerGone tells the gateway to close a departed peer's sockets. It is
@@ -292,11 +288,5 @@ func (h *helper) pushState() {
 }
 
 func stateOf(node *tsnode.Node) tsipc.State {
-	s := node.Status()
-	return tsipc.State{
-		Status: tsipc.Status{State: s.State, NodeID: s.NodeID, LoginURL: s.LoginURL, Hostname: s.Hostname,
-			DNSName: s.DNSName, IPs: s.IPs, Tailnet: s.Tailnet, MagicDNSSuffix: s.MagicDNSSuffix,
-			OwnerLogin: s.OwnerLogin, Tags: s.Tags, Peers: s.Peers, Error: s.Error},
-		Hosts: node.Hosts(),
-	}
+	return tsipc.State{Status: node.Status(), Hosts: node.Hosts()}
 }

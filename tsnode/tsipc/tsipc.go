@@ -102,18 +102,24 @@ type Identified struct {
 	Verdict  Verdict  `json:"verdict"`
 }
 
-// Identity is tsnode.Identity: who the tailnet says a peer is.
+// Identity is who the tailnet says a peer is (tsnode.Identity). Every
+// field comes from the node's netmap (WhoIs), never from the connection's
+// payload.
 type Identity struct {
-	NodeID    string       `json:"nodeId"`
-	NodeName  string       `json:"nodeName,omitempty"`
-	UserLogin string       `json:"userLogin,omitempty"`
-	Tags      []string     `json:"tags,omitempty"`
-	Addrs     []netip.Addr `json:"addrs,omitempty"`
-	SharedIn  bool         `json:"sharedIn,omitempty"`
-	Funnel    bool         `json:"funnel,omitempty"`
+	NodeID    string       `json:"nodeId"`              // stable node ID
+	NodeName  string       `json:"nodeName,omitempty"`  // MagicDNS FQDN, no trailing dot
+	UserLogin string       `json:"userLogin,omitempty"` // owner login; "" for tagged nodes
+	Tags      []string     `json:"tags,omitempty"`      // ACL tags
+	Addrs     []netip.Addr `json:"addrs,omitempty"`     // the node's tailnet addresses
+	// SharedIn: the node belongs to another tailnet (shared into this
+	// one, or a sharee's device).
+	SharedIn bool `json:"sharedIn,omitempty"`
+	// Funnel: the connection came from the public internet through
+	// Tailscale Funnel (or from a Funnel ingress relay).
+	Funnel bool `json:"funnel,omitempty"`
 }
 
-// LogValue keeps log lines short and structured (as tsnode.Identity's).
+// LogValue keeps log lines short and structured.
 func (id Identity) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("node", id.NodeID), slog.String("name", id.NodeName),
@@ -121,7 +127,7 @@ func (id Identity) LogValue() slog.Value {
 		slog.Bool("sharedIn", id.SharedIn), slog.Bool("funnel", id.Funnel))
 }
 
-// Verdict is tsnode.Verdict: a trust decision and why.
+// Verdict is a trust decision and why (tsnode.Verdict).
 type Verdict struct {
 	Trusted bool   `json:"trusted"`
 	Reason  string `json:"reason"`
@@ -133,24 +139,36 @@ type State struct {
 	Hosts  []string `json:"hosts,omitempty"`
 }
 
-// Status is tsnode.Status: a snapshot of the node.
+// Status is a snapshot of the node (tsnode.Status).
 type Status struct {
-	State          string       `json:"state"`
-	NodeID         string       `json:"nodeId,omitempty"`
+	// State is the backend state: NoState, NeedsLogin,
+	// NeedsMachineAuth, Stopped, Starting or Running.
+	State string `json:"state"`
+	// NodeID is the node's stable ID once registered.
+	NodeID string `json:"nodeId,omitempty"`
+	// LoginURL is set while interactive login is needed. Whoever opens
+	// it first decides which tailnet the node joins: show it only to
+	// the operator.
 	LoginURL       string       `json:"loginURL,omitempty"`
 	Hostname       string       `json:"hostname"`
-	DNSName        string       `json:"dnsName,omitempty"`
+	DNSName        string       `json:"dnsName,omitempty"` // MagicDNS FQDN, no trailing dot
 	IPs            []netip.Addr `json:"ips,omitempty"`
 	Tailnet        string       `json:"tailnet,omitempty"`
 	MagicDNSSuffix string       `json:"magicDNSSuffix,omitempty"`
-	OwnerLogin     string       `json:"ownerLogin,omitempty"`
-	Tags           []string     `json:"tags,omitempty"`
-	Peers          int          `json:"peers"`
-	Error          string       `json:"error,omitempty"`
+	// OwnerLogin is the login that owns this node; "" for a tagged node.
+	OwnerLogin string   `json:"ownerLogin,omitempty"`
+	Tags       []string `json:"tags,omitempty"`
+	Peers      int      `json:"peers"`
+	// Error is the last backend error (e.g. an invalid auth key).
+	Error string `json:"error,omitempty"`
 }
 
+// StateRunning is the backend state of a node on the tailnet (the
+// string form of tailscale's ipn.Running).
+const StateRunning = "Running"
+
 // Running reports whether the node is on the tailnet with an address.
-func (s Status) Running() bool { return s.State == "Running" && len(s.IPs) > 0 }
+func (s Status) Running() bool { return s.State == StateRunning && len(s.IPs) > 0 }
 
 // PeerGone names a peer that left the netmap or whose key expired.
 type PeerGone struct {
