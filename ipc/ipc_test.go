@@ -485,12 +485,7 @@ func TestPeerGone(t *testing.T) {
 
 func pair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 	t.Helper()
-	fa, fb, err := socketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := net.FileConn(fa)
-	fa.Close()
+	ca, fb, err := SocketPair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,7 +495,7 @@ func pair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ca.Close(); cb.Close() })
-	return ca.(*net.UnixConn), cb.(*net.UnixConn)
+	return ca, cb.(*net.UnixConn)
 }
 
 func waitFor[T any](t *testing.T, ch <-chan T, what string) {

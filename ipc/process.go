@@ -122,17 +122,11 @@ func Start(ctx context.Context, name string, opts StartOptions) (*Process, error
 	if err != nil {
 		return nil, err
 	}
-	parent, child, err := socketPair()
+	uc, child, err := SocketPair()
 	if err != nil {
 		return nil, fmt.Errorf("helper %s: %w", name, err)
 	}
 	defer child.Close()
-	fc, err := net.FileConn(parent)
-	_ = parent.Close()
-	if err != nil {
-		return nil, fmt.Errorf("helper %s: %w", name, err)
-	}
-	uc := fc.(*net.UnixConn)
 	out := opts.Stderr
 	if out == nil {
 		out = os.Stderr
@@ -212,9 +206,11 @@ func secretName(k string) bool {
 	return false
 }
 
-// socketPair makes a connected pair of Unix stream sockets, both
-// close-on-exec (exec.Cmd's ExtraFiles hands one to the child).
-func socketPair() (parent, child *os.File, err error) {
+// SocketPair makes a connected pair of Unix stream sockets, both
+// close-on-exec: this side's end as a connection, and the peer's end as a
+// file to hand over (to a child through exec.Cmd's ExtraFiles, or to the
+// gateway with a Call).
+func SocketPair() (mine *net.UnixConn, theirs *os.File, err error) {
 	syscall.ForkLock.RLock()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err == nil {
@@ -225,7 +221,14 @@ func socketPair() (parent, child *os.File, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("socketpair: %w", err)
 	}
-	return os.NewFile(uintptr(fds[0]), "ipc-parent"), os.NewFile(uintptr(fds[1]), "ipc-child"), nil
+	f := os.NewFile(uintptr(fds[0]), "socketpair")
+	c, err := net.FileConn(f) // dups the descriptor
+	_ = f.Close()
+	if err != nil {
+		_ = syscall.Close(fds[1])
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return c.(*net.UnixConn), os.NewFile(uintptr(fds[1]), "socketpair-peer"), nil
 }
 
 // Conn is the connection to the helper.

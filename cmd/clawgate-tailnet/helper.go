@@ -190,7 +190,7 @@ func (h *helper) acceptLoop(ln net.Listener, port int) {
 // handOver passes the gateway its end of a socket pair standing for c,
 // then relays between c and the helper's end until both directions end.
 func (h *helper) handOver(c net.Conn, port int) {
-	mine, theirs, err := socketPair()
+	mine, theirs, err := ipc.SocketPair()
 	if err != nil {
 		h.log.Warn("tailnet connection dropped: no socket pair", "err", err)
 		_ = c.Close()

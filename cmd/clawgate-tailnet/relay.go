@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -21,35 +18,6 @@ const relayBuffer = 8 << 10
 // gateway's side has ended (the gateway closed its socket or shut down its
 // writes): the time an orphaned TCP socket waits in FIN-WAIT-2.
 const finTimeout = 30 * time.Second
-
-// socketPair returns a connected pair of Unix stream sockets: the helper's
-// end as a connection and the gateway's end as a file to pass.
-func socketPair() (mine *net.UnixConn, theirs *os.File, err error) {
-	syscall.ForkLock.RLock()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err == nil {
-		syscall.CloseOnExec(fds[0])
-		syscall.CloseOnExec(fds[1])
-	}
-	syscall.ForkLock.RUnlock()
-	if err != nil {
-		return nil, nil, fmt.Errorf("socketpair: %w", err)
-	}
-	f := os.NewFile(uintptr(fds[0]), "relay")
-	c, err := net.FileConn(f) // dups the descriptor
-	_ = f.Close()
-	if err != nil {
-		_ = syscall.Close(fds[1])
-		return nil, nil, fmt.Errorf("socketpair: %w", err)
-	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		_ = c.Close()
-		_ = syscall.Close(fds[1])
-		return nil, nil, fmt.Errorf("socketpair: a %T", c)
-	}
-	return uc, os.NewFile(uintptr(fds[1]), "relay-gateway"), nil
-}
 
 // relay copies bytes between a tailnet connection and the helper's end of
 // the gateway's socket, both ways, until both directions end or ctx does;

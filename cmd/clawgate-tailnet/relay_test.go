@@ -9,6 +9,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/clawgate/clawgate/ipc"
 )
 
 // relayed is one relay under test: client is the tailnet peer's end (a
@@ -35,7 +37,7 @@ func startRelay(t *testing.T, ctx context.Context) *relayed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mine, theirs, err := socketPair()
+	mine, theirs, err := ipc.SocketPair()
 	if err != nil {
 		t.Fatal(err)
 	}
