@@ -52,7 +52,7 @@ func newProvider(t testing.TB, srv *fake.Server, log *slog.Logger, mod ...func(*
 	// ConnectTimeout is the production one: the first login after a link
 	// generates and stores 812 prekeys, which takes seconds under -race on a
 	// loaded machine.
-	cfg := Config{Dir: t.TempDir() + "/whatsapp", Logger: log, HTTPClient: srv.HTTPClient(),
+	cfg := Config{Dir: t.TempDir() + "/whatsapp", Logger: log, HTTPClient: testServerClient(srv.Addr(), srv.Certificate()),
 		QRFirst: 2 * time.Second, QRNext: time.Second, ConnectTimeout: defaultConnectTimeout}
 	for _, m := range mod {
 		m(&cfg)

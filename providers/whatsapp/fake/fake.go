@@ -1,18 +1,14 @@
 package fake
 
 import (
-	"context"
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -115,24 +111,6 @@ func (s *Server) Certificate() []byte { return s.hs.Certificate().Raw }
 
 // Addr is the fake's loopback address.
 func (s *Server) Addr() string { return s.hs.Listener.Addr().String() }
-
-// HTTPClient returns a client that reaches the fake whatever host a URL
-// names (wss://web.whatsapp.com/ws/chat included) and trusts only its
-// certificate.
-func (s *Server) HTTPClient() *http.Client {
-	pool := x509.NewCertPool()
-	pool.AddCert(s.hs.Certificate())
-	addr := s.Addr()
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
-		},
-		TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "example.com", MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout: 5 * time.Second,
-		DisableKeepAlives:   true,
-	}
-	return &http.Client{Transport: tr}
-}
 
 // makeCert issues intermediate and leaf certificates, as WhatsApp's root
 // does for its Noise static key.
