@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"reflect"
 	"sync"
 	"time"
@@ -88,7 +87,7 @@ func (h *helper) handle(ctx context.Context, req *ipc.Request) (any, error) {
 		if err := req.Decode(&p); err != nil {
 			return nil, err
 		}
-		return h.start(p)
+		return nil, h.start(p)
 	case tsipc.MethodListen:
 		var p tsipc.Listen
 		if err := req.Decode(&p); err != nil {
@@ -107,9 +106,9 @@ func (h *helper) handle(ctx context.Context, req *ipc.Request) (any, error) {
 
 // start creates and starts the node. The auth key is in p and goes
 // nowhere else.
-func (h *helper) start(p tsipc.Start) (*tsipc.Started, error) {
+func (h *helper) start(p tsipc.Start) error {
 	if p.Version != tsipc.Version {
-		return nil, &ipc.Error{Code: "version_mismatch", Message: fmt.Sprintf(
+		return &ipc.Error{Code: "version_mismatch", Message: fmt.Sprintf(
 			"clawgate-tailnet speaks tailnet wire version %d, the gateway %d: install clawgate and its helpers from one release",
 			tsipc.Version, p.Version)}
 	}
@@ -117,7 +116,7 @@ func (h *helper) start(p tsipc.Start) (*tsipc.Started, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.node != nil || h.stopped {
-		return nil, errors.New("clawgate-tailnet: already started")
+		return errors.New("clawgate-tailnet: already started")
 	}
 	node, err := tsnode.New(tsnode.Options{
 		Dir: p.Dir, Hostname: p.Hostname, AuthKey: p.AuthKey, ControlURL: p.ControlURL,
@@ -126,18 +125,18 @@ func (h *helper) start(p tsipc.Start) (*tsipc.Started, error) {
 		PeerGone: h.peerGone, Changed: h.changed,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := node.Start(); err != nil {
 		_ = node.Close()
-		return nil, err
+		return err
 	}
 	h.node = node
 	h.policy = tsnode.Policy{AllowedLogins: p.AllowedLogins, AllowedTags: p.AllowedTags}
 	h.wg.Add(1)
 	go func() { defer h.wg.Done(); h.pushState() }()
 	h.changed()
-	return &tsipc.Started{PID: os.Getpid()}, nil
+	return nil
 }
 
 func (h *helper) started() (*tsnode.Node, error) {

@@ -75,11 +75,9 @@ type tailnet struct {
 
 	mu       sync.Mutex
 	closing  bool
-	proc     *ipc.Process // the running helper; nil while it restarts
-	pid      int
+	proc     *ipc.Process           // the running helper; nil while it restarts
 	lns      map[int]*relayListener // by tailnet port
 	state    tsipc.State
-	helper   string // helperRunning or helperRestarting
 	lastExit string // why the helper last exited
 	restarts int
 }
@@ -97,7 +95,7 @@ func startTailnet(f tailnetFlags, cfg config.Tailnet, gatewayAddr net.Addr, p pa
 	log = log.With("component", "tailnet")
 	t := &tailnet{srv: srv, log: log, port: cfg.Port,
 		env: slices.Clone(tailnetHelperEnv), // ipc.Start passes none of the gateway's secrets
-		lns: map[int]*relayListener{}, helper: helperRestarting}
+		lns: map[int]*relayListener{}}
 	if tcp, ok := gatewayAddr.(*net.TCPAddr); ok && t.port == 0 {
 		t.port = tcp.Port
 	}
@@ -219,8 +217,7 @@ func (t *tailnet) launch() (*ipc.Process, error) {
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, time.Minute)
 	defer cancel()
-	var started tsipc.Started
-	if err := proc.Conn().Call(ctx, tsipc.MethodStart, t.start, &started); err != nil {
+	if err := proc.Conn().Call(ctx, tsipc.MethodStart, t.start, nil); err != nil {
 		_ = proc.Stop(helperStopWait)
 		return nil, fmt.Errorf("tailnet: %w", err)
 	}
@@ -243,7 +240,7 @@ func (t *tailnet) launch() (*ipc.Process, error) {
 		_ = proc.Stop(helperStopWait)
 		return nil, errors.New("tailnet: closing")
 	}
-	t.proc, t.pid, t.helper = proc, started.PID, helperRunning
+	t.proc = proc
 	t.mu.Unlock()
 	return proc, nil
 }
@@ -268,7 +265,7 @@ func (t *tailnet) supervise(proc *ipc.Process) {
 			why = exit.Error()
 		}
 		t.mu.Lock()
-		t.proc, t.pid, t.helper, t.lastExit = nil, 0, helperRestarting, why
+		t.proc, t.lastExit = nil, why
 		t.restarts++
 		t.state = tsipc.State{Status: tsipc.Status{State: "NoState", Hostname: t.start.Hostname}}
 		t.mu.Unlock()
@@ -517,7 +514,10 @@ type tailnetStatus struct {
 func (t *tailnet) status(admin bool) any {
 	t.mu.Lock()
 	st := t.state.Status
-	helper, restarts, lastExit := t.helper, t.restarts, t.lastExit
+	helper, restarts, lastExit := helperRestarting, t.restarts, t.lastExit
+	if t.proc != nil {
+		helper = helperRunning
+	}
 	t.mu.Unlock()
 	out := tailnetStatus{State: st.State, Hostname: st.Hostname, DNSName: st.DNSName, Port: t.port,
 		Tailnet: st.Tailnet, Peers: st.Peers, IPs: []string{}, Helper: helper, Restarts: restarts}

@@ -624,7 +624,10 @@ func TestTailnetConfigChecks(t *testing.T) {
 func (g *tailnetGateway) helperPID() int {
 	g.tl.mu.Lock()
 	defer g.tl.mu.Unlock()
-	return g.tl.pid
+	if g.tl.proc == nil {
+		return 0
+	}
+	return g.tl.proc.Pid()
 }
 
 // adminTailnetStatus reads the status method's tailnet section.

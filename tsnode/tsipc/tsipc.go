@@ -6,7 +6,7 @@
 //
 // The gateway calls the helper:
 //
-//   - [MethodStart] ([Start] → [Started]) once, first: the node's options,
+//   - [MethodStart] ([Start]) once, first: the node's options,
 //     the auth key among them (it travels only in this call, never in argv
 //     or the environment);
 //   - [MethodListen] ([Listen]) for each port to serve on the tailnet;
@@ -68,11 +68,6 @@ type Start struct {
 	// AllowedLogins and AllowedTags are the trust policy (tsnode.Policy).
 	AllowedLogins []string `json:"allowedLogins,omitempty"`
 	AllowedTags   []string `json:"allowedTags,omitempty"`
-}
-
-// Started is the answer to Start.
-type Started struct {
-	PID int `json:"pid"` // the helper's process id
 }
 
 // Listen asks the helper to accept tailnet connections on Port.
