@@ -156,7 +156,9 @@ func (s *server) open(req *ipc.Request) error {
 		}
 		return err
 	}
-	log := slog.New(&logHandler{conn: s.conn, level: op.LogLevel})
+	// JSON records on stderr, which the gateway logs again as its own
+	// (ipc.LogWriter).
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: op.LogLevel}))
 	cfg := device.Config{Dir: op.Dir, Lock: req.Files[0], Logger: log, QueueSize: op.QueueSize}
 	if op.Test != nil {
 		cfg.HTTPClient = device.UseTestServer(op.Test.Addr, op.Test.Cert, op.Test.RootKey)

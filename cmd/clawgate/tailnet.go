@@ -206,7 +206,7 @@ func (t *tailnet) launch() (*ipc.Process, error) {
 	t.launchMu.Lock()
 	defer t.launchMu.Unlock()
 	proc, err := ipc.Start(t.ctx, tsipc.HelperName, ipc.StartOptions{
-		Env: t.env, Handler: t.handle, Stderr: newHelperLog(t.log),
+		Env: t.env, Handler: t.handle, Stderr: ipc.NewLogWriter(t.log, "tailnet helper"),
 	})
 	if err != nil {
 		if errors.Is(err, ipc.ErrNotFound) {

@@ -137,7 +137,9 @@ func (p *Provider) start() (*helper, error) {
 	h := &helper{p: p}
 	ctx, cancel := context.WithTimeout(p.ctx, openTimeout)
 	defer cancel()
-	proc, err := ipc.Start(p.ctx, HelperName, ipc.StartOptions{Handler: h.serve})
+	// The helper logs JSON records on stderr; its logger names the channel.
+	proc, err := ipc.Start(p.ctx, HelperName, ipc.StartOptions{Handler: h.serve,
+		Stderr: ipc.NewLogWriter(p.cfg.Logger, "whatsapp helper")})
 	if err != nil {
 		return nil, fmt.Errorf("whatsapp: the WhatsApp session runs in a separate process: %w", err)
 	}
@@ -242,17 +244,6 @@ func (h *helper) serve(ctx context.Context, req *ipc.Request) (any, error) {
 			return nil, err
 		}
 		h.mirror(st)
-		return nil, nil
-	case MethodLog:
-		var r LogRecord
-		if err := json.Unmarshal(req.Params, &r); err != nil {
-			return nil, err
-		}
-		args := make([]any, len(r.Attrs))
-		for i, a := range r.Attrs {
-			args[i] = a
-		}
-		p.cfg.Logger.Log(ctx, r.Level, r.Msg, args...) // the helper's logger names the channel
 		return nil, nil
 	}
 	return nil, fmt.Errorf("whatsapp: unknown method %q", req.Method)

@@ -456,3 +456,40 @@ func TestHelperRefusesOtherVersion(t *testing.T) {
 		t.Fatalf("probe after the refused open: %v; want the session not open", err)
 	}
 }
+
+// TestHelperLogReachesGateway: the helper's log records come out of the
+// gateway's logger with their level, message and attributes.
+func TestHelperLogReachesGateway(t *testing.T) {
+	srv := newFake(t)
+	var mu sync.Mutex
+	var lines []string
+	log := slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, strings.TrimSpace(string(b)))
+		return len(b), nil
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p := newProvider(t, srv, log)
+	link(t, p, srv)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		found := slices.ContainsFunc(lines, func(l string) bool {
+			return strings.Contains(l, `level=INFO msg="WhatsApp device linked" channel=whatsapp account=+15550000001`)
+		})
+		mu.Unlock()
+		if found {
+			return
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("the helper's \"WhatsApp device linked\" record is not in the gateway's log:\n%s", strings.Join(lines, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

@@ -45,13 +45,11 @@ const (
 	MethodState = "state"
 	// MethodLogin (helper → gateway): the LoginStatus after each change.
 	MethodLogin = "login"
-	// MethodLog (helper → gateway): one LogRecord for the gateway's log.
-	MethodLog = "log"
 )
 
 // WireVersion changes whenever a method or its types change: a helper
 // refuses a gateway of another version (an install mixing releases).
-const WireVersion = 1
+const WireVersion = 2
 
 // OpenParams are MethodOpen's.
 type OpenParams struct {
@@ -92,14 +90,6 @@ type LinkParams struct{ Force bool }
 type StateParams struct {
 	State providers.State
 	Error string `json:",omitempty"`
-}
-
-// LogRecord is MethodLog's: a helper's log line, attributes flattened to
-// key, value pairs.
-type LogRecord struct {
-	Level slog.Level
-	Msg   string
-	Attrs []string `json:",omitempty"`
 }
 
 // Error codes of the ipc errors between gateway and helper.

@@ -1,6 +1,7 @@
-package main
+package ipc
 
 import (
+	"bytes"
 	"log/slog"
 	"strings"
 	"testing"
@@ -9,8 +10,9 @@ import (
 // A helper's JSON log lines are logged again with their level, message and
 // attributes in order; lines split across writes are joined; other output
 // is logged as a warning; an overlong line is cut, not parsed.
-func TestHelperLog(t *testing.T) {
-	var out tnBuffer
+func TestLogWriter(t *testing.T) {
+	var out lockedBuffer
+	out.b = new(bytes.Buffer)
 	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug,
 		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey {
@@ -18,7 +20,7 @@ func TestHelperLog(t *testing.T) {
 			}
 			return a
 		}}))
-	h := newHelperLog(log.With("component", "tailnet"))
+	h := NewLogWriter(log.With("component", "tailnet"), "tailnet helper")
 	for _, w := range []string{
 		`{"time":"2026-01-01T00:00:00Z","level":"WARN","msg":"tailnet login required","loginURL":"http://127.0.0.1:1/a/x","n":3}` + "\n",
 		`{"time":"2026-01-01T00:00:00Z","level":"DEBUG","msg":"split`,
@@ -31,7 +33,7 @@ func TestHelperLog(t *testing.T) {
 			t.Fatalf("Write = %d, %v", n, err)
 		}
 	}
-	got := strings.Split(strings.TrimSpace(out.String()), "\n")
+	got := strings.Split(strings.TrimSpace(out.b.String()), "\n")
 	want := []string{
 		`level=WARN msg="tailnet login required" component=tailnet loginURL=http://127.0.0.1:1/a/x n=3`,
 		`level=DEBUG msg="split line" component=tailnet peer=map[node:n1]`,
@@ -39,7 +41,7 @@ func TestHelperLog(t *testing.T) {
 		`level=WARN msg="tailnet helper output" component=tailnet line="{\"level\":\"INFO\",\"nomsg\":1}" cut=false`,
 	}
 	if len(got) != len(want)+1 {
-		t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want)+1, out.String())
+		t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want)+1, out.b.String())
 	}
 	for i, w := range want {
 		if got[i] != w {

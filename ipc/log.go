@@ -1,4 +1,4 @@
-package main
+package ipc
 
 import (
 	"bytes"
@@ -13,21 +13,28 @@ import (
 // cut.
 const maxHelperLine = 64 << 10
 
-// helperLog is a helper process's stdout and stderr: each line that is a
-// JSON log record (slog.JSONHandler) is logged again through the gateway's
-// logger with its level, message and attributes; any other line (a panic,
-// a runtime error) is logged as a warning.
-type helperLog struct {
-	log *slog.Logger
+// LogWriter is a helper process's stdout and stderr (StartOptions.Stderr):
+// a helper logs JSON records (slog.JSONHandler) there, and each one is
+// logged again through the gateway's logger with its level, message and
+// attributes; any other line (a panic, a runtime error) is logged as a
+// warning "<what> output".
+type LogWriter struct {
+	log  *slog.Logger
+	what string // names the helper in the warning
 
 	mu   sync.Mutex
 	line []byte
 	cut  bool // the current line passed maxHelperLine
 }
 
-func newHelperLog(log *slog.Logger) *helperLog { return &helperLog{log: log} }
+// NewLogWriter logs a helper's output through log; what names the helper
+// ("tailnet helper").
+func NewLogWriter(log *slog.Logger, what string) *LogWriter {
+	return &LogWriter{log: log, what: what}
+}
 
-func (h *helperLog) Write(p []byte) (int, error) {
+// Write logs each complete line of p; a partial line waits for the rest.
+func (h *LogWriter) Write(p []byte) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := len(p)
@@ -51,7 +58,7 @@ func (h *helperLog) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (h *helperLog) emit(line []byte, cut bool) {
+func (h *LogWriter) emit(line []byte, cut bool) {
 	if len(bytes.TrimSpace(line)) == 0 {
 		return
 	}
@@ -61,7 +68,7 @@ func (h *helperLog) emit(line []byte, cut bool) {
 			return
 		}
 	}
-	h.log.Warn("tailnet helper output", "line", string(line), "cut", cut)
+	h.log.Warn(h.what+" output", "line", string(line), "cut", cut)
 }
 
 // parseRecord reads one slog.JSONHandler line, keeping the attributes'
